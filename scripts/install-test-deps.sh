@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive, every real part the test suite talks to:
+# sshd, Kamailio (the SIP service), sipp, keepalived and rsync (for the
+# benchmarks), an SMTP server, snmptrapd, arping and iproute2 (namespaces).
+# Safe to run again; it only installs what is missing.
+set -euo pipefail
+
+pkgs=(
+  openssh-server openssh-client   # the peer transport (real sshd in the lab)
+  kamailio                        # the real SIP server tests probe and fail over
+  sip-tester sipsak               # SIP clients for the watching client
+  iproute2 iputils-ping arping    # namespaces, veth, bridge, tc netem, ARP
+  keepalived rsync                # what the benchmarks compare against
+  python3-aiosmtpd                # a real SMTP server for the alert tests
+  snmptrapd snmp                  # a real trap receiver
+  rsyslog                         # a real syslog daemon
+  procps psmisc util-linux sqlite3 # ps/pkill/unshare and the astdb snapshot tests
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # --no-install-recommends keeps daemons we do not want from being pulled in;
+  # policy-rc.d stops the packages' own services from starting at install.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

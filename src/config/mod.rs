@@ -1,0 +1,197 @@
+//! The configuration: one `sip-ha.toml`, the same file on both servers.
+//!
+//! Loading happens in two steps. [`raw`] deserializes the TOML into structs
+//! whose every value keeps its byte span (`serde_spanned::Spanned`), refusing
+//! unknown keys. [`load`](load::load) then checks what TOML cannot (a node
+//! listed twice, the service address equal to a management address, relative
+//! or overlapping sync paths, zero intervals...) and resolves defaults into
+//! the plain types below. Every refusal is a [`ConfigError`] that names the
+//! file, line and column, what is wrong and what is expected; nothing is acted
+//! on until the whole file is valid.
+
+mod error;
+mod load;
+mod raw;
+
+pub use error::ConfigError;
+pub use load::{load, parse};
+
+use ipnet::IpNet;
+use sip_ha_core::{Failback, Role};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the configuration lives unless `--config` or `SIP_HA_CONFIG` says
+/// otherwise.
+pub const DEFAULT_PATH: &str = "/etc/sip-ha/sip-ha.toml";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub cluster: Cluster,
+    pub master: NodeConfig,
+    pub slave: NodeConfig,
+    pub ssh: Ssh,
+    pub health: Health,
+    pub peer: Peer,
+    pub sync: Sync,
+    pub alert: Alert,
+    /// Things that are allowed but unwise (a secret in a world-readable file,
+    /// no witness configured), for `check-config` and the log.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn node(&self, role: Role) -> &NodeConfig {
+        match role {
+            Role::Master => &self.master,
+            Role::Slave => &self.slave,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    /// The address that moves, with its prefix length.
+    pub service_address: IpNet,
+    pub failback: Failback,
+    /// Under `failback = "auto"`: how long the master must be ready first.
+    pub failback_hold_down: Duration,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub role: Role,
+    /// Management address: the SSH target, and how a node recognises itself.
+    pub address: IpAddr,
+    /// The interface the service address goes on.
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+    /// The sip-ha binary on the peer (what `serve` runs as).
+    pub remote_command: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub interval: Duration,
+    pub fail_after: u32,
+    pub rise_after: u32,
+    pub checks: Vec<Check>,
+}
+
+/// One local health probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// A short name for the status screen; defaults to the kind.
+    pub name: String,
+    pub timeout: Duration,
+    pub kind: CheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// `asterisk -rx "core show uptime"`, judged by its output.
+    Asterisk {
+        command: String,
+        /// `-s <rundir>/asterisk.ctl` when set.
+        rundir: Option<PathBuf>,
+    },
+    /// A SIP OPTIONS request.
+    SipOptions(SipTarget),
+    /// Asterisk Manager login and `Action: Ping`.
+    Ami {
+        host: String,
+        port: u16,
+        user: String,
+        secret: String,
+    },
+    /// A process, by pidfile or by name, checked in /proc.
+    Process {
+        pidfile: Option<PathBuf>,
+        name: Option<String>,
+    },
+    /// A TCP connect.
+    Tcp { target: String },
+    /// Any command; exit status 0 is healthy.
+    Command { command: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A parsed `sip:user@host:port` target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SipTarget {
+    /// The URI as written, used as the request-URI.
+    pub uri: String,
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+    /// Final status codes that mean alive. Default: any below 500.
+    pub alive: Vec<std::ops::RangeInclusive<u16>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peer {
+    pub dead_after: u32,
+    pub witness: Vec<Witness>,
+    /// Paths on which the peer is probed; it is dead only when all fail.
+    pub paths: Vec<PeerPath>,
+    /// Port for the SIP path (OPTIONS to the peer's management address).
+    pub sip_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerPath {
+    /// `sip-ha serve` on the peer, over SSH: its own report.
+    Ssh,
+    /// SIP OPTIONS to the peer's management address.
+    Sip,
+    /// TCP connect to the peer's SSH port.
+    Tcp,
+}
+
+/// A third party that proves this node is not cut off.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Witness {
+    /// ICMP echo.
+    Icmp(IpAddr),
+    /// TCP connect to `host:port`.
+    Tcp(SocketAddr),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sync {
+    pub interval: Duration,
+    pub paths: Vec<SyncPath>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncPath {
+    pub path: PathBuf,
+    pub exclude: Vec<String>,
+    /// Mirror deletions (into the receiver's trash).
+    pub delete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Alert {
+    pub email_to: Vec<String>,
+}
