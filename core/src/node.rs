@@ -290,7 +290,13 @@ impl Node {
 
     /// Apply an operator command. Returns whether this node still holds the
     /// address afterwards.
-    fn command(&mut self, cmd: Command, obs: &Observation, holds: bool, out: &mut Vec<Action>) -> bool {
+    fn command(
+        &mut self,
+        cmd: Command,
+        obs: &Observation,
+        holds: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let now = obs.now_ms;
         let peer = self.role.peer();
         match cmd {
@@ -320,7 +326,8 @@ impl Node {
             }
             Command::Failover { force } => {
                 if !holds {
-                    let reason = "-f refused: this server is not active, nothing to hand over".to_string();
+                    let reason =
+                        "-f refused: this server is not active, nothing to hand over".to_string();
                     out.push(self.event(EventKind::Refused, reason, now));
                     return holds;
                 }
@@ -328,7 +335,10 @@ impl Node {
                     let why = match &obs.peer.report {
                         None => format!("{peer} did not answer over SSH"),
                         Some(r) if r.maintenance => format!("{peer} is disabled (maintenance)"),
-                        Some(r) => format!("{peer} is not ready (health {:?}, {:?})", r.health, r.stance),
+                        Some(r) => format!(
+                            "{peer} is not ready (health {:?}, {:?})",
+                            r.health, r.stance
+                        ),
                     };
                     let reason = format!("-f refused: {why}; use --force to hand over anyway");
                     out.push(self.event(EventKind::Refused, reason, now));
@@ -337,7 +347,8 @@ impl Node {
                 if obs.peer.report.is_some() {
                     out.push(Action::PushSync);
                 }
-                let reason = format!("manual failover (-f): handing the service address to the {peer}");
+                let reason =
+                    format!("manual failover (-f): handing the service address to the {peer}");
                 self.release(EventKind::ManualFailover, reason, now, out);
                 false
             }
