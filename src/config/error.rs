@@ -27,10 +27,11 @@ pub struct ConfigError {
     /// The configuration file.
     pub path: PathBuf,
     /// 1-based line, `None` when the problem has no position (the file could
-    /// not be read at all).
-    pub line: Option<usize>,
+    /// not be read at all). (`u32` rather than `usize` keeps the error small
+    /// enough to return by value.)
+    pub line: Option<u32>,
     /// 1-based column, in characters.
-    pub column: Option<usize>,
+    pub column: Option<u32>,
     /// What is wrong.
     pub message: String,
     /// What would be right, when that can be said briefly.
@@ -49,10 +50,11 @@ impl ConfigError {
         expected: Option<String>,
     ) -> Self {
         let (line, column) = line_col(src, span.start);
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         ConfigError {
             path: path.to_owned(),
-            line: Some(line),
-            column: Some(column),
+            line: Some(narrow(line)),
+            column: Some(narrow(column)),
             message: message.into(),
             expected,
             more: Vec::new(),
@@ -240,9 +242,10 @@ fn describe_duplicate(src: &str, span: &Range<usize>) -> (String, Option<String>
     let header = table_header(this);
     if let Some(header) = header {
         // The same table opened twice: find the first one.
-        let first = lines[..line_no.saturating_sub(1)]
+        let earlier = lines.get(..line_no.saturating_sub(1)).unwrap_or(&[]);
+        let first = earlier
             .iter()
-            .position(|l| table_header(l) == Some(header.clone()));
+            .position(|l| table_header(l).as_ref() == Some(&header));
         let shown = format!("[{header}]");
         let message = match first {
             Some(i) => format!("table {shown} appears twice (first at line {})", i + 1),
@@ -250,7 +253,7 @@ fn describe_duplicate(src: &str, span: &Range<usize>) -> (String, Option<String>
         };
         return (
             message,
-            Some("each table written once; put all of its keys under one header".to_owned()),
+            Some("each table written once, with all of its keys under one header".to_owned()),
         );
     }
     // A key set twice: look back to the start of its table for the first.
@@ -270,7 +273,10 @@ fn describe_duplicate(src: &str, span: &Range<usize>) -> (String, Option<String>
         Some(l) => format!("key `{name}` is set twice (first at line {l})"),
         None => format!("key `{name}` is set twice"),
     };
-    (message, Some("each key set once per table".to_owned()))
+    (
+        message,
+        Some("each key set only once in a table".to_owned()),
+    )
 }
 
 /// `Some("nodes.master")` for a line `[nodes.master]` (spaces removed), `None`

@@ -1,7 +1,7 @@
 //! From TOML text to a checked [`Config`].
 //!
 //! [`parse`] is pure: text in, `Config` or [`ConfigError`] out. It first lets
-//! the `toml` crate check the shape (see [`raw`](super::raw)), then walks the
+//! the `toml` crate check the shape (see [`raw`]), then walks the
 //! raw tables once, resolving defaults and checking what a schema cannot
 //! express: the two nodes, the service address, durations, paths that must be
 //! absolute and may not overlap, and the keys each kind of health check takes.
@@ -9,7 +9,7 @@
 //! `check-config` run lists them all, in file order; "allowed but unwise" findings
 //! become [`Config::warnings`].
 //!
-//! [`load`] adds what needs the filesystem: reading the file, and warning when
+//! [`load()`] adds what needs the filesystem: reading the file, and warning when
 //! a file that holds an AMI secret can be read by anyone.
 
 use super::error::ConfigError;
@@ -420,11 +420,13 @@ impl Ctx<'_> {
         };
         let mut entries: Vec<_> = nodes.get_ref().0.iter().collect();
         entries.sort_by_key(|(name, _)| name.span().start);
+        let mut unknown = false;
         for (name, node) in entries {
             let role = match name.get_ref().as_str() {
                 "master" => Role::Master,
                 "slave" => Role::Slave,
                 other => {
+                    unknown = true;
                     self.error(
                         name.span(),
                         format!("unknown node `{other}`"),
@@ -440,8 +442,9 @@ impl Ctx<'_> {
                 Role::Slave => slave = Some(resolved),
             }
         }
+        // A misspelt node is reported as such, not also as a missing one.
         for (role, got) in [(Role::Master, &master), (Role::Slave, &slave)] {
-            if got.is_none() {
+            if got.is_none() && !unknown {
                 self.error(
                     nodes.span(),
                     format!("missing [nodes.{role}]"),

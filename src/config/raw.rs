@@ -6,7 +6,7 @@
 //! a typo such as `intervall` is an error rather than a silently ignored line.
 //! Almost every key is an `Option` here, even the required ones: whether a
 //! value is present, in range and consistent with the rest of the file is
-//! decided in [`load`](super::load), which can then say so in words.
+//! decided in [`load`](mod@super::load), which can then say so in words.
 //!
 //! Numbers are read as `i64` and narrowed later, so that `port = 70000` gets
 //! a message about ports rather than about `u16`.
