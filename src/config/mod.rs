@@ -13,7 +13,7 @@ mod error;
 mod load;
 mod raw;
 
-pub use error::ConfigError;
+pub use error::{line_col, ConfigError};
 pub use load::{load, parse};
 
 use ipnet::IpNet;

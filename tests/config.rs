@@ -1,0 +1,872 @@
+//! The configuration file: what a valid one resolves to, and how each kind of
+//! mistake is reported (line, column and a message that names the problem).
+
+use sip_ha::config::{
+    load, parse, Alert, Check, CheckKind, Cluster, Config, ConfigError, Health, NodeConfig, Peer,
+    PeerPath, SipTarget, Ssh, Sync, SyncPath, Transport, Witness,
+};
+use sip_ha_core::{Failback, Role};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const FILE: &str = "/etc/sip-ha/sip-ha.toml";
+
+/// A small valid file. Tests change one line (keeping line numbers) or
+/// append tables at the end (line 35 on).
+const BASE: &str = r#"[cluster]
+name = "pbx"
+service_address = "192.168.0.120/24"
+
+[nodes.master]
+address = "192.168.0.110"
+interface = "eth0"
+
+[nodes.slave]
+address = "192.168.0.100"
+interface = "eth1"
+
+[health]
+interval = "1s"
+fail_after = 3
+rise_after = 2
+
+[[health.check]]
+kind = "sip-options"
+name = "sip"
+target = "sip:ping@127.0.0.1:5060"
+timeout = "500ms"
+
+[peer]
+witness = ["192.168.0.1"]
+
+[sync]
+interval = "60s"
+
+[[sync.path]]
+path = "/etc/asterisk"
+
+[[sync.path]]
+path = "/var/spool/asterisk/voicemail"
+"#;
+
+/// `BASE` with `from` replaced by `to` (which must be there).
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+/// `BASE` with `tail` appended.
+fn plus(tail: &str) -> String {
+    format!("{BASE}{tail}")
+}
+
+fn ok(src: &str) -> Config {
+    match parse(src, Path::new(FILE)) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+fn err(src: &str) -> ConfigError {
+    match parse(src, Path::new(FILE)) {
+        Ok(c) => panic!("expected an error, got {c:#?}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts the first error's position and that its message (with the
+/// expectation) mentions every one of `words`.
+#[track_caller]
+fn assert_error(e: &ConfigError, line: u32, column: u32, words: &[&str]) {
+    assert_eq!(
+        (e.line, e.column),
+        (Some(line), Some(column)),
+        "position of: {e}"
+    );
+    let text = e.to_string();
+    for w in words {
+        assert!(text.contains(w), "{w:?} not in: {text}");
+    }
+    assert!(
+        text.starts_with(&format!("{FILE}:{line}:{column}: ")),
+        "{text}"
+    );
+}
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-ha.toml")
+}
+
+// ---- valid files
+
+#[test]
+fn the_shipped_example_is_valid_and_resolves_as_documented() {
+    let path = example_path();
+    let src = std::fs::read_to_string(&path).expect("sip-ha.toml at the repository root");
+    let c = parse(&src, &path).expect("the example parses");
+    let expected = Config {
+        path: path.clone(),
+        cluster: Cluster {
+            name: "pbx".into(),
+            service_address: "192.168.0.120/24".parse().unwrap(),
+            failback: Failback::Manual,
+            failback_hold_down: Duration::from_secs(60),
+            state_dir: "/var/lib/sip-ha".into(),
+        },
+        master: NodeConfig {
+            role: Role::Master,
+            address: "192.168.0.110".parse().unwrap(),
+            interface: "eth0".into(),
+        },
+        slave: NodeConfig {
+            role: Role::Slave,
+            address: "192.168.0.100".parse().unwrap(),
+            interface: "eth1".into(),
+        },
+        ssh: Ssh {
+            user: "root".into(),
+            port: 22,
+            identity: "/etc/sip-ha/id_ed25519".into(),
+            known_hosts: "/etc/sip-ha/known_hosts".into(),
+            connect_timeout: Duration::from_secs(3),
+            remote_command: "/usr/local/sbin/sip-ha".into(),
+        },
+        health: Health {
+            interval: Duration::from_secs(1),
+            fail_after: 3,
+            rise_after: 2,
+            checks: vec![Check {
+                name: "sip".into(),
+                timeout: Duration::from_millis(500),
+                kind: CheckKind::SipOptions(SipTarget {
+                    uri: "sip:ping@127.0.0.1:5060".into(),
+                    user: Some("ping".into()),
+                    host: "127.0.0.1".into(),
+                    port: 5060,
+                    transport: Transport::Udp,
+                    alive: vec![200..=499],
+                }),
+            }],
+        },
+        peer: Peer {
+            dead_after: 3,
+            witness: vec![
+                Witness::Icmp("192.168.0.1".parse().unwrap()),
+                Witness::Tcp("10.0.0.1:443".parse().unwrap()),
+                Witness::Tcp("[2001:db8::1]:5060".parse().unwrap()),
+            ],
+            paths: vec![PeerPath::Ssh, PeerPath::Sip, PeerPath::Tcp],
+            sip_port: 5060,
+        },
+        sync: Sync {
+            interval: Duration::from_secs(60),
+            paths: vec![SyncPath {
+                path: "/etc/asterisk".into(),
+                exclude: vec!["*.tmp".into()],
+                delete: true,
+            }],
+        },
+        alert: Alert {
+            email_to: vec!["ops@example.com".into()],
+        },
+        warnings: vec![],
+    };
+    assert_eq!(c, expected);
+    assert_eq!(c.node(Role::Slave).interface, "eth1");
+}
+
+#[test]
+fn the_example_loads_from_disk() {
+    let c = load(&example_path()).expect("loads");
+    assert_eq!(c.cluster.name, "pbx");
+}
+
+#[test]
+fn omitted_keys_take_their_defaults() {
+    let c = ok(r#"
+[cluster]
+name = "pbx"
+service_address = "10.0.0.5"
+[nodes.master]
+address = "10.0.0.1"
+interface = "eth0"
+[nodes.slave]
+address = "10.0.0.2"
+interface = "eth0"
+[peer]
+witness = ["10.0.0.254"]
+"#);
+    assert_eq!(c.cluster.service_address, "10.0.0.5/32".parse().unwrap());
+    assert_eq!(c.cluster.failback, Failback::Manual);
+    assert_eq!(c.cluster.failback_hold_down, Duration::from_secs(60));
+    assert_eq!(c.cluster.state_dir, PathBuf::from("/var/lib/sip-ha"));
+    assert_eq!(c.ssh.user, "root");
+    assert_eq!(c.ssh.port, 22);
+    assert_eq!(c.ssh.connect_timeout, Duration::from_secs(3));
+    assert_eq!(c.ssh.remote_command, "/usr/local/sbin/sip-ha");
+    assert_eq!(
+        (c.health.interval, c.health.fail_after, c.health.rise_after),
+        (Duration::from_secs(1), 3, 2)
+    );
+    assert!(c.health.checks.is_empty());
+    assert_eq!(c.peer.dead_after, 3);
+    assert_eq!(c.peer.paths, [PeerPath::Ssh, PeerPath::Sip, PeerPath::Tcp]);
+    assert_eq!(c.peer.sip_port, 5060);
+    assert_eq!(c.sync.interval, Duration::from_secs(60));
+    assert!(c.sync.paths.is_empty());
+    assert!(c.alert.email_to.is_empty());
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let v6 = ok(&with(
+        r#"service_address = "192.168.0.120/24""#,
+        r#"service_address = "2001:db8::120""#,
+    ));
+    assert_eq!(v6.cluster.service_address.prefix_len(), 128);
+}
+
+#[test]
+fn every_check_kind_resolves() {
+    let c = ok(&plus(
+        r#"
+[[health.check]]
+kind = "asterisk"
+rundir = "/var/run/asterisk"
+
+[[health.check]]
+kind = "sip-options"
+name = "sip-tcp"
+target = "sip:[::1]:5062;transport=tcp"
+alive = [200, "400-499"]
+
+[[health.check]]
+kind = "ami"
+user = "sipha"
+secret = "s3cret"
+
+[[health.check]]
+kind = "process"
+pidfile = "/var/run/asterisk/asterisk.pid"
+
+[[health.check]]
+kind = "process"
+name = "kamailio"
+
+[[health.check]]
+kind = "tcp"
+target = "127.0.0.1:5038"
+
+[[health.check]]
+kind = "command"
+command = "/usr/local/bin/db-ok"
+"#,
+    ));
+    let kinds: Vec<_> = c
+        .health
+        .checks
+        .iter()
+        .map(|k| (k.name.as_str(), &k.kind))
+        .collect();
+    assert_eq!(
+        kinds[1],
+        (
+            "asterisk",
+            &CheckKind::Asterisk {
+                command: "asterisk".into(),
+                rundir: Some("/var/run/asterisk".into())
+            }
+        )
+    );
+    assert_eq!(
+        kinds[2],
+        (
+            "sip-tcp",
+            &CheckKind::SipOptions(SipTarget {
+                uri: "sip:[::1]:5062;transport=tcp".into(),
+                user: None,
+                host: "::1".into(),
+                port: 5062,
+                transport: Transport::Tcp,
+                alive: vec![200..=200, 400..=499],
+            })
+        )
+    );
+    assert_eq!(
+        kinds[3],
+        (
+            "ami",
+            &CheckKind::Ami {
+                host: "127.0.0.1".into(),
+                port: 5038,
+                user: "sipha".into(),
+                secret: "s3cret".into()
+            }
+        )
+    );
+    assert_eq!(
+        kinds[4],
+        (
+            "process",
+            &CheckKind::Process {
+                pidfile: Some("/var/run/asterisk/asterisk.pid".into()),
+                name: None
+            }
+        )
+    );
+    assert_eq!(
+        kinds[5],
+        (
+            "kamailio",
+            &CheckKind::Process {
+                pidfile: None,
+                name: Some("kamailio".into())
+            }
+        )
+    );
+    assert_eq!(
+        kinds[6],
+        (
+            "tcp",
+            &CheckKind::Tcp {
+                target: "127.0.0.1:5038".into()
+            }
+        )
+    );
+    assert_eq!(
+        kinds[7],
+        (
+            "command",
+            &CheckKind::Command {
+                command: "/usr/local/bin/db-ok".into()
+            }
+        )
+    );
+    assert!(c.health.checks[1..]
+        .iter()
+        .all(|k| k.timeout == Duration::from_secs(1)));
+}
+
+// ---- TOML-level mistakes
+
+#[test]
+fn unknown_key_names_the_table_and_the_keys_it_takes() {
+    let e = err(&with("fail_after = 3", "intervall = 3"));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{FILE}:15:1: unknown key `intervall` in [health]; expected one of: interval, fail_after, rise_after, check"
+        )
+    );
+}
+
+#[test]
+fn unknown_key_in_a_check_and_an_unknown_section() {
+    let e = err(&with(r#"name = "sip""#, r#"nmae = "sip""#));
+    assert_error(
+        &e,
+        20,
+        1,
+        &["unknown key `nmae` in [[health.check]]", "kind"],
+    );
+    let e = err(&plus("[alerts]\nemail_to = []\n"));
+    assert_error(&e, 35, 2, &["unknown section `alerts`", "alert"]);
+}
+
+#[test]
+fn a_table_written_twice_says_where_the_first_is() {
+    let e = err(&plus("[nodes.master]\naddress = \"192.168.0.111\"\n"));
+    assert_error(
+        &e,
+        35,
+        8,
+        &["[nodes.master] appears twice", "first at line 5"],
+    );
+}
+
+#[test]
+fn a_key_set_twice_says_where_the_first_is() {
+    let e = err(&with("rise_after = 2", "fail_after = 2"));
+    assert_error(
+        &e,
+        16,
+        1,
+        &["`fail_after` is set twice", "first at line 15"],
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_the_key() {
+    let e = err(&with("fail_after = 3", r#"fail_after = "3""#));
+    assert_error(
+        &e,
+        15,
+        14,
+        &["wrong type for `fail_after` in [health]", "an integer"],
+    );
+}
+
+#[test]
+fn a_syntax_error_has_a_position() {
+    let e = err(&with(r#"name = "pbx""#, r#"name = "pbx"#));
+    assert_eq!(e.line, Some(2));
+    assert!(e.message.contains("TOML syntax error"), "{e}");
+}
+
+// ---- nodes
+
+#[test]
+fn two_nodes_with_one_address_points_at_the_second() {
+    let e = err(&with(
+        r#"address = "192.168.0.100""#,
+        r#"address = "192.168.0.110""#,
+    ));
+    assert_error(
+        &e,
+        10,
+        11,
+        &[
+            "the slave has the same address as the master",
+            "192.168.0.110",
+            "line 6",
+        ],
+    );
+}
+
+#[test]
+fn a_node_other_than_master_or_slave_is_refused() {
+    let e = err(&with("[nodes.slave]", "[nodes.backup]"));
+    assert_error(&e, 9, 8, &["unknown node `backup`", "`master` and `slave`"]);
+    // ... also when written as an inline table.
+    let e = err(&plus(
+        "[nodes]\nbackup = { address = \"10.0.0.9\", interface = \"eth0\" }\n",
+    ));
+    assert_error(&e, 36, 1, &["unknown node `backup`"]);
+}
+
+#[test]
+fn a_missing_node_is_reported() {
+    let src = with(
+        "[nodes.slave]\naddress = \"192.168.0.100\"\ninterface = \"eth1\"\n",
+        "\n\n\n",
+    );
+    let e = err(&src);
+    assert_error(&e, 5, 2, &["missing [nodes.slave]"]);
+    let e = err("[cluster]\nname = \"pbx\"\nservice_address = \"10.0.0.5\"\n");
+    assert_error(&e, 1, 1, &["missing [nodes.master] and [nodes.slave]"]);
+}
+
+#[test]
+fn node_keys_are_checked() {
+    let e = err(&with(
+        r#"address = "192.168.0.110""#,
+        r#"address = "192.168.0.110/24""#,
+    ));
+    assert_error(&e, 6, 11, &["has a prefix"]);
+    let e = err(&with(
+        r#"address = "192.168.0.110""#,
+        r#"address = "pbx-a""#,
+    ));
+    assert_error(&e, 6, 11, &["cannot read `address`", "IP address"]);
+    let e = err(&with(
+        r#"interface = "eth0""#,
+        r#"interface = "a very long name""#,
+    ));
+    assert_error(&e, 7, 13, &["not a valid interface name", "15 characters"]);
+    let e = err(&with("interface = \"eth0\"\n", "\n"));
+    assert_error(&e, 5, 1, &["missing `interface` in [nodes.master]"]);
+}
+
+// ---- cluster
+
+#[test]
+fn service_address_equal_to_a_management_address_is_refused() {
+    let e = err(&with(
+        r#"service_address = "192.168.0.120/24""#,
+        r#"service_address = "192.168.0.100/24""#,
+    ));
+    assert_error(
+        &e,
+        3,
+        19,
+        &["192.168.0.100 is the slave's management address"],
+    );
+}
+
+#[test]
+fn service_address_must_be_a_host_address() {
+    let expected = "an IP address with an optional prefix, like 192.168.0.120/24";
+    for bad in [
+        "192.168.0.0/24",
+        "192.168.0.255/24",
+        "192.168.0.120/33",
+        "pbx.example.com",
+        "",
+    ] {
+        let e = err(&with(
+            r#"service_address = "192.168.0.120/24""#,
+            &format!(r#"service_address = "{bad}""#),
+        ));
+        assert_error(&e, 3, 19, &[expected]);
+    }
+    let e = err(&with(
+        r#"service_address = "192.168.0.120/24""#,
+        r#"service_address = "192.168.0.0/24""#,
+    ));
+    assert!(e.message.contains("network address"), "{e}");
+}
+
+#[test]
+fn missing_cluster_keys_point_at_the_table() {
+    let e = err(&with("name = \"pbx\"\n", "\n"));
+    assert_error(&e, 1, 1, &["missing `name` in [cluster]"]);
+    let e = err(&with(r#"name = "pbx""#, r#"failback = "sometimes""#));
+    // Both problems are reported, in file order.
+    assert_error(&e, 1, 1, &["missing `name`"]);
+    assert_eq!(e.more.len(), 1, "{e}");
+    assert_eq!(e.more[0].line, Some(2));
+    assert!(
+        e.more[0]
+            .to_string()
+            .contains(r#"expected "manual" or "auto""#),
+        "{e}"
+    );
+}
+
+#[test]
+fn relative_state_dir_is_refused() {
+    let e = err(&with(
+        "service_address = \"192.168.0.120/24\"\n",
+        "service_address = \"192.168.0.120/24\"\nstate_dir = \"var/lib/sip-ha\"\n",
+    ));
+    assert_error(&e, 4, 13, &["`state_dir` is not an absolute path"]);
+}
+
+// ---- durations and counts
+
+#[test]
+fn zero_intervals_and_timeouts_are_refused() {
+    let cases = [
+        (
+            r#"interval = "1s""#,
+            r#"interval = "0s""#,
+            14,
+            12,
+            "interval must be more than zero",
+        ),
+        (
+            r#"interval = "60s""#,
+            r#"interval = "0ms""#,
+            28,
+            12,
+            "interval must be more than zero",
+        ),
+        (
+            r#"timeout = "500ms""#,
+            r#"timeout = "0s""#,
+            22,
+            11,
+            "timeout must be more than zero",
+        ),
+    ];
+    for (from, to, line, col, words) in cases {
+        let e = err(&with(from, to));
+        assert_error(&e, line, col, &[words]);
+    }
+    let e = err(&plus("[ssh]\nconnect_timeout = \"0s\"\n"));
+    assert_error(&e, 36, 19, &["connect_timeout must be more than zero"]);
+}
+
+#[test]
+fn unreadable_durations_say_what_a_duration_looks_like() {
+    for bad in ["1", "fast", "-1s", "1x"] {
+        let e = err(&with(
+            r#"interval = "1s""#,
+            &format!(r#"interval = "{bad}""#),
+        ));
+        assert_error(
+            &e,
+            14,
+            12,
+            &[
+                "as a duration",
+                r#"expected a duration like "500ms", "3s" or "1m""#,
+            ],
+        );
+    }
+}
+
+#[test]
+fn zero_counts_are_refused() {
+    let e = err(&with("fail_after = 3", "fail_after = 0"));
+    assert_error(&e, 15, 14, &["fail_after must be at least 1"]);
+    let e = err(&with("rise_after = 2", "rise_after = 0"));
+    assert_error(&e, 16, 14, &["rise_after must be at least 1"]);
+    let e = err(&with(
+        r#"witness = ["192.168.0.1"]"#,
+        "dead_after = 0\nwitness = [\"192.168.0.1\"]",
+    ));
+    assert_error(&e, 25, 14, &["dead_after must be at least 1"]);
+    let e = err(&with("fail_after = 3", "fail_after = -2"));
+    assert_error(&e, 15, 14, &["fail_after must be at least 1"]);
+}
+
+#[test]
+fn a_check_timeout_longer_than_the_interval_is_a_warning() {
+    let c = ok(&with(r#"timeout = "500ms""#, r#"timeout = "2s""#));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = &c.warnings[0];
+    assert!(w.starts_with(&format!("{FILE}:22:11: ")), "{w}");
+    assert!(
+        w.contains("check `sip`") && w.contains("interval is 1s"),
+        "{w}"
+    );
+}
+
+// ---- health checks
+
+#[test]
+fn a_key_of_another_kind_lists_what_the_kind_takes() {
+    let e = err(&plus(
+        "[[health.check]]\nkind = \"tcp\"\ntarget = \"127.0.0.1:22\"\nsecret = \"x\"\n",
+    ));
+    assert_error(
+        &e,
+        38,
+        1,
+        &["key `secret` is not used by a `tcp` check; a tcp check takes: name, timeout, target"],
+    );
+}
+
+#[test]
+fn an_unknown_check_kind_lists_the_kinds() {
+    let e = err(&with(r#"kind = "sip-options""#, r#"kind = "foo""#));
+    assert_error(
+        &e,
+        19,
+        8,
+        &["unknown check kind `foo`; expected one of: asterisk, sip-options, ami, process, tcp, command"],
+    );
+    let e = err(&with("kind = \"sip-options\"\n", "\n"));
+    assert_error(&e, 18, 1, &["missing `kind` in [[health.check]]"]);
+}
+
+#[test]
+fn check_targets_are_checked() {
+    let e = err(&with(
+        r#"target = "sip:ping@127.0.0.1:5060""#,
+        r#"target = "ping@127.0.0.1""#,
+    ));
+    assert_error(
+        &e,
+        21,
+        10,
+        &["does not start with sip:", "sip:ping@127.0.0.1:5060"],
+    );
+    let e = err(&with(
+        r#"target = "sip:ping@127.0.0.1:5060""#,
+        r#"target = "sip:ping@127.0.0.1:5060;transport=tls""#,
+    ));
+    assert_error(&e, 21, 10, &["transport `tls` is not supported"]);
+    let e = err(&plus(
+        "[[health.check]]\nkind = \"tcp\"\ntarget = \"127.0.0.1\"\n",
+    ));
+    assert_error(&e, 37, 10, &["host:port"]);
+    let e = err(&plus("[[health.check]]\nkind = \"command\"\n"));
+    assert_error(&e, 35, 1, &["missing `command`"]);
+    let e = err(&plus("[[health.check]]\nkind = \"ami\"\nuser = \"x\"\n"));
+    assert_error(&e, 35, 1, &["missing `secret`"]);
+    let e = err(&plus(
+        "[[health.check]]\nkind = \"process\"\npidfile = \"/run/a.pid\"\nname = \"a\"\n",
+    ));
+    assert_error(&e, 38, 8, &["`pidfile` or `name`, not both"]);
+    let e = err(&with(r#"timeout = "500ms""#, r#"alive = ["200-299", 100]"#));
+    assert_error(&e, 22, 21, &["100 is not a final SIP status code"]);
+}
+
+#[test]
+fn sip_transport_key_and_uri_parameter() {
+    let c = ok(&with(r#"timeout = "500ms""#, r#"transport = "tcp""#));
+    let CheckKind::SipOptions(t) = &c.health.checks[0].kind else {
+        panic!("not a SIP check")
+    };
+    assert_eq!(t.transport, Transport::Tcp);
+    let e = err(&with(
+        "target = \"sip:ping@127.0.0.1:5060\"\ntimeout = \"500ms\"",
+        "target = \"sip:ping@127.0.0.1:5060;transport=udp\"\ntransport = \"tcp\"",
+    ));
+    assert_error(&e, 22, 13, &["disagrees"]);
+}
+
+#[test]
+fn two_checks_with_one_name_are_refused() {
+    let e = err(&plus(
+        "[[health.check]]\nkind = \"tcp\"\nname = \"sip\"\ntarget = \"127.0.0.1:5060\"\n",
+    ));
+    assert_error(&e, 37, 8, &["two checks are named `sip`", "line 20"]);
+}
+
+// ---- peer
+
+#[test]
+fn no_witness_is_a_warning() {
+    let c = ok(&with(r#"witness = ["192.168.0.1"]"#, ""));
+    assert_eq!(
+        c.warnings,
+        ["no [peer] witness configured: a node cut off from the network cannot tell it is isolated; add your gateway"]
+    );
+}
+
+#[test]
+fn witnesses_must_be_addresses() {
+    let e = err(&with(
+        r#"witness = ["192.168.0.1"]"#,
+        r#"witness = ["192.168.0.1", "gateway.lan"]"#,
+    ));
+    assert_error(
+        &e,
+        25,
+        27,
+        &["cannot read witness \"gateway.lan\"", "IP:port"],
+    );
+    let e = err(&with(
+        r#"witness = ["192.168.0.1"]"#,
+        r#"witness = ["192.168.0.100"]"#,
+    ));
+    assert_error(&e, 25, 12, &["the slave's management address"]);
+}
+
+#[test]
+fn peer_paths_are_checked() {
+    let e = err(&with(
+        r#"witness = ["192.168.0.1"]"#,
+        r#"paths = ["ssh", "sip", "ssh"]"#,
+    ));
+    assert_error(&e, 25, 24, &["\"ssh\" is listed twice"]);
+    let e = err(&with(r#"witness = ["192.168.0.1"]"#, r#"paths = []"#));
+    assert_error(&e, 25, 9, &["`paths` is empty"]);
+    let e = err(&with(r#"witness = ["192.168.0.1"]"#, r#"paths = ["icmp"]"#));
+    assert_error(&e, 25, 10, &["unknown peer path `icmp`"]);
+}
+
+// ---- sync
+
+#[test]
+fn a_relative_sync_path_is_refused() {
+    let e = err(&with(
+        r#"path = "/etc/asterisk""#,
+        r#"path = "etc/asterisk""#,
+    ));
+    assert_error(
+        &e,
+        31,
+        8,
+        &["\"etc/asterisk\" is not absolute", "starting with /"],
+    );
+}
+
+#[test]
+fn the_root_is_not_a_sync_path() {
+    let e = err(&with(r#"path = "/etc/asterisk""#, r#"path = "/""#));
+    assert_error(&e, 31, 8, &["\"/\""]);
+}
+
+#[test]
+fn overlapping_sync_paths_name_both_and_the_other_line() {
+    let e = err(&with(
+        r#"path = "/var/spool/asterisk/voicemail""#,
+        r#"path = "/etc/asterisk/keys/""#,
+    ));
+    assert_error(
+        &e,
+        34,
+        8,
+        &[
+            "/etc/asterisk/keys is inside /etc/asterisk (line 31)",
+            "exclude",
+        ],
+    );
+    // The same directory, written with a trailing slash.
+    let e = err(&with(
+        r#"path = "/var/spool/asterisk/voicemail""#,
+        r#"path = "/etc/asterisk/""#,
+    ));
+    assert_error(&e, 34, 8, &["/etc/asterisk is listed twice (also line 31)"]);
+    // A parent after its child.
+    let e = err(&with(
+        r#"path = "/var/spool/asterisk/voicemail""#,
+        r#"path = "/etc""#,
+    ));
+    assert_error(&e, 34, 8, &["/etc contains /etc/asterisk (line 31)"]);
+    // Sharing a prefix of characters is not overlapping.
+    ok(&with(
+        r#"path = "/var/spool/asterisk/voicemail""#,
+        r#"path = "/etc/asterisk2""#,
+    ));
+}
+
+// ---- alert
+
+#[test]
+fn email_addresses_are_checked() {
+    let e = err(&plus(
+        "[alert]\nemail_to = [\"ops@example.com\", \"ops at example\"]\n",
+    ));
+    assert_error(&e, 36, 32, &["does not look like an email address"]);
+}
+
+// ---- several problems at once
+
+#[test]
+fn all_problems_are_reported_in_file_order() {
+    let src = with("fail_after = 3", "fail_after = 0")
+        .replace(r#"path = "/etc/asterisk""#, r#"path = "etc""#)
+        .replace(r#"interval = "1s""#, r#"interval = "soon""#);
+    let e = err(&src);
+    let lines: Vec<_> = e.all().map(|e| e.line.unwrap_or(0)).collect();
+    assert_eq!(lines, [14, 15, 31], "{e}");
+    assert_eq!(e.to_string().lines().count(), 3, "{e}");
+}
+
+// ---- load: the file itself
+
+#[test]
+fn an_unreadable_file_says_how_to_fix_it() {
+    let e = load(Path::new("/nonexistent/sip-ha.toml")).unwrap_err();
+    assert_eq!((e.line, e.column), (None, None));
+    assert_eq!(
+        e.to_string(),
+        "cannot read /nonexistent/sip-ha.toml: No such file or directory; create it from the example sip-ha.toml or pass --config"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_world_readable_ami_secret_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sip-ha.toml");
+    let src = plus("[[health.check]]\nkind = \"ami\"\nuser = \"sipha\"\nsecret = \"s3cret\"\n");
+    std::fs::write(&path, &src).unwrap();
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = load(&path).unwrap();
+    assert_eq!(
+        c.warnings,
+        [format!(
+            "sip-ha.toml is world-readable and holds an AMI secret (line 38); run: chmod 600 {}",
+            path.display()
+        )]
+    );
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(load(&path).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn a_file_that_is_not_utf8_gets_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sip-ha.toml");
+    std::fs::write(&path, b"[cluster]\nname = \"p\xffx\"\n").unwrap();
+    let e = load(&path).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(2), Some(10)), "{e}");
+    assert!(e.message.contains("UTF-8"), "{e}");
+}
