@@ -12,4 +12,10 @@
 //! * [`status`] — the `-v` screen and its JSON.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod identity;
+pub mod log;
+pub mod state;
+pub mod status;

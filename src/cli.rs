@@ -1,0 +1,105 @@
+//! The command line. The short flags are those of the KCCVoIP SIP-HA scripts
+//! that operators already know (`-v`, `-f`, `-c`, `-d`, `-l`, `-?`); the
+//! subcommands are what cron, systemd and the peer call.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// sip-ha: high availability for a pair of Asterisk servers (FreePBX,
+/// Kamailio and friends). With no option, runs one pass (what cron calls).
+#[derive(Debug, Parser)]
+#[command(
+    name = "sip-ha",
+    version,
+    disable_help_flag = true,
+    disable_help_subcommand = true,
+    after_help = "Exit status of -v: 0 normal, 1 degraded, 2 critical, 3 unknown (config unreadable).\n\
+                  Config: /etc/sip-ha/sip-ha.toml unless --config or SIP_HA_CONFIG says otherwise."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub action: Action,
+
+    /// Enable logging: log the detail of this run (each probe, each decision)
+    /// to syslog, not only events and errors.
+    #[arg(short = 'l', long = "log", global = true)]
+    pub log: bool,
+
+    /// Show help (also -h).
+    #[arg(short = '?', visible_short_alias = 'h', long = "help", action = ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// The configuration file, the same on both servers.
+    #[arg(
+        long,
+        global = true,
+        env = "SIP_HA_CONFIG",
+        default_value = crate::config::DEFAULT_PATH,
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+
+    /// Say which node this is (master or slave) instead of finding out from
+    /// this server's addresses.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub node: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The old tool's one-letter actions. At most one per run.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct Action {
+    /// Verify: show this server's status on the command line.
+    #[arg(short = 'v', long = "verify")]
+    pub verify: bool,
+
+    /// With -v: print one JSON object instead of the screen.
+    #[arg(long, requires = "verify")]
+    pub json: bool,
+
+    /// Manual failover: stop this active server and hand the service address
+    /// to the other one (refused unless the other is ready; see --force).
+    #[arg(short = 'f', long = "failover")]
+    pub failover: bool,
+
+    /// With -f: hand over even if the other server does not look ready.
+    #[arg(long, requires = "failover")]
+    pub force: bool,
+
+    /// Disable active services on this server: release the service address
+    /// and stay out (maintenance) until --enable.
+    #[arg(short = 'd', long = "disable")]
+    pub disable: bool,
+
+    /// Leave maintenance (undo -d).
+    #[arg(long = "enable")]
+    pub enable: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one pass: probe, decide, move the address if needed (what cron
+    /// calls every minute, and what a bare `sip-ha` does).
+    Run(RunArgs),
+    /// Validate the configuration and print it resolved, with this node's
+    /// identity. Exits non-zero, naming file, line and column, if invalid.
+    CheckConfig,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Stay resident and probe every health.interval (the systemd unit's
+    /// mode) instead of running one pass.
+    #[arg(long = "loop")]
+    pub resident: bool,
+}
+
+impl Action {
+    /// Whether any one-letter action was given.
+    pub fn any(&self) -> bool {
+        self.verify || self.failover || self.disable || self.enable
+    }
+}

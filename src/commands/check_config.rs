@@ -1,0 +1,30 @@
+//! `sip-ha check-config`: validate, then print the resolved configuration
+//! with this node's identity.
+
+use crate::cli::Cli;
+use anyhow::Result;
+
+pub fn run(cli: &Cli) -> Result<i32> {
+    let (cfg, role) = match super::load(cli) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("sip-ha: {e:#}");
+            eprintln!("sip-ha: configuration refused; nothing was changed");
+            return Ok(2);
+        }
+    };
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    let me = cfg.node(role);
+    let peer = cfg.node(role.peer());
+    println!("{}: valid", cfg.path.display());
+    println!(
+        "this server is the {role} ({} on {})",
+        me.address, me.interface
+    );
+    println!("its peer is the {} ({})", role.peer(), peer.address);
+    println!();
+    println!("{cfg:#?}");
+    Ok(0)
+}
