@@ -20,6 +20,14 @@ pub struct Cli {
     #[command(flatten)]
     pub action: Action,
 
+    /// With -v: print one JSON object instead of the screen.
+    #[arg(long, requires = "verify")]
+    pub json: bool,
+
+    /// With -f: hand over even if the other server does not look ready.
+    #[arg(long, requires = "failover")]
+    pub force: bool,
+
     /// Enable logging: log the detail of this run (each probe, each decision)
     /// to syslog, not only events and errors.
     #[arg(short = 'l', long = "log", global = true)]
@@ -56,18 +64,10 @@ pub struct Action {
     #[arg(short = 'v', long = "verify")]
     pub verify: bool,
 
-    /// With -v: print one JSON object instead of the screen.
-    #[arg(long, requires = "verify")]
-    pub json: bool,
-
     /// Manual failover: stop this active server and hand the service address
     /// to the other one (refused unless the other is ready; see --force).
     #[arg(short = 'f', long = "failover")]
     pub failover: bool,
-
-    /// With -f: hand over even if the other server does not look ready.
-    #[arg(long, requires = "failover")]
-    pub force: bool,
 
     /// Disable active services on this server: release the service address
     /// and stay out (maintenance) until --enable.

@@ -18,7 +18,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     }
     let result = match (&cli.command, &cli.action) {
         (Some(Command::CheckConfig), _) => check_config::run(&cli),
-        (_, a) if a.verify => verify::run(&cli, a.json),
+        (_, a) if a.verify => verify::run(&cli, cli.json),
         _ => {
             eprintln!("sip-ha: this build has no pass yet");
             Ok(2)

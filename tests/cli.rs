@@ -1,0 +1,203 @@
+//! The binary as an operator runs it: help, -v, --json, check-config, and
+//! bad configurations refused before anything is written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sip-ha"));
+    c.env_remove("SIP_HA_CONFIG");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The example config with its state_dir moved into `dir`.
+fn example_in(dir: &Path) -> PathBuf {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sip-ha.toml")).unwrap();
+    let state = dir.join("state");
+    let src = src.replace(
+        "state_dir = \"/var/lib/sip-ha\"",
+        &format!("state_dir = \"{}\"", state.display()),
+    );
+    assert!(
+        src.contains(&state.display().to_string()),
+        "example config has state_dir"
+    );
+    let path = dir.join("sip-ha.toml");
+    std::fs::write(&path, src).unwrap();
+    path
+}
+
+#[test]
+fn help_lists_the_old_tools_flags() {
+    for flag in ["-?", "-h"] {
+        let o = bin().arg(flag).output().unwrap();
+        assert!(o.status.success(), "{flag}: {}", text(&o));
+        let out = text(&o);
+        for f in [
+            "-l, --log",
+            "-v, --verify",
+            "-d, --disable",
+            "-f, --failover",
+            "-?",
+        ] {
+            assert!(out.contains(f), "{flag} should list {f}:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn verify_prints_the_header_and_says_unknown_before_any_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_in(dir.path());
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--node", "master", "-v"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(
+        out.starts_with("SIP-HA High Availability Routines for Asterisk\n-v verify information:\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("master value      : 1 - this server is MASTER"),
+        "{out}"
+    );
+    assert!(
+        out.contains("service address   : 192.168.0.120 controlled by SIP-HA"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(3), "no pass has run: unknown");
+    assert!(!dir.path().join("state").exists(), "-v writes nothing");
+}
+
+#[test]
+fn verify_json_parses_and_has_the_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_in(dir.path());
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--node", "slave", "-v", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["node"], "slave");
+    assert_eq!(v["role"], "slave");
+    assert_eq!(v["active"], false);
+    assert_eq!(v["service_address"], "192.168.0.120");
+    assert_eq!(v["holds_address"], false);
+    assert_eq!(v["state"], "unknown");
+    assert_eq!(v["peer"], "unknown");
+    assert!(v.get("last_change").is_some() && v.get("last_sync").is_some());
+}
+
+#[test]
+fn config_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_in(dir.path());
+    let o = bin()
+        .env("SIP_HA_CONFIG", &cfg)
+        .args(["--node", "master", "check-config"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("this server is the master (192.168.0.110 on eth0)"));
+}
+
+#[test]
+fn unreadable_config_is_exit_3_for_verify() {
+    let o = bin()
+        .args(["--config", "/nonexistent/sip-ha.toml", "-v"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        text(&o).contains("/nonexistent/sip-ha.toml"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn node_that_is_not_here_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_in(dir.path());
+    // 192.168.0.110/100 are not on this machine: no --node, no identity.
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--node master|slave"), "{}", text(&o));
+}
+
+/// Each bad config is refused with its line, and no state is written.
+#[test]
+fn bad_configs_are_refused_with_line_and_nothing_written() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (what to replace, with what, expected location, expected words)
+        (
+            "fail_after = 3",
+            "fail_after = 3\nfall_after = 3",
+            ":52:",
+            "unknown",
+        ),
+        (
+            "address = \"192.168.0.100\"",
+            "address = \"192.168.0.110\"",
+            ":28:",
+            "same address as the master",
+        ),
+        (
+            "service_address = \"192.168.0.120/24\"",
+            "service_address = \"192.168.0.110/24\"",
+            ":11:",
+            "management",
+        ),
+        (
+            "interval = \"1s\"",
+            "interval = \"0s\"",
+            ":49:",
+            "more than zero",
+        ),
+    ];
+    for (from, to, at, words) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = example_in(dir.path());
+        let src = std::fs::read_to_string(&cfg).unwrap();
+        assert!(src.contains(from), "example has {from}");
+        std::fs::write(&cfg, src.replacen(from, to, 1)).unwrap();
+        for args in [&["check-config"][..], &["-v"][..]] {
+            let o = bin()
+                .arg("--config")
+                .arg(&cfg)
+                .args(["--node", "master"])
+                .args(args)
+                .output()
+                .unwrap();
+            let out = text(&o);
+            assert!(!o.status.success(), "{to}: refused");
+            assert!(
+                out.contains(&format!("sip-ha.toml{at}")),
+                "{to}: names line {at}:\n{out}"
+            );
+            assert!(
+                out.to_lowercase().contains(words),
+                "{to}: says {words}:\n{out}"
+            );
+        }
+        assert!(!dir.path().join("state").exists(), "{to}: nothing written");
+    }
+}
