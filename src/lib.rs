@@ -7,9 +7,12 @@
 //! * [`config`] — the one `sip-ha.toml` shared by both servers, validated with
 //!   file, line and column on every error.
 //! * [`identity`] — which node this is, from its own addresses or `--node`.
+//! * [`probe`] — the local health checks (SIP OPTIONS, `asterisk -rx`, AMI,
+//!   process, TCP, command) and the witness probes (ICMP echo, TCP).
 //! * [`state`] — the state file and the lock in `state_dir`.
 //! * [`log`] — syslog(3) and the history log on each node.
 //! * [`status`] — the `-v` screen and its JSON.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
 pub mod config;
+pub mod probe;
