@@ -54,6 +54,8 @@ impl SocketKind {
 /// adds it.
 pub(crate) async fn echo(ip: IpAddr) -> Verdict {
     let start = Instant::now();
+    // ::ffff:192.0.2.1 is an IPv4 host: ping it over ICMPv4.
+    let ip = ip.to_canonical();
     let (socket, kind) = open(ip)?;
     let v6 = ip.is_ipv6();
     let mut token = [0u8; 8];
