@@ -3,13 +3,16 @@
 //! The binary (`src/main.rs`) is a thin shell over this library. The pieces,
 //! from the edges in:
 //!
-//! * [`cli`] — the command line, flags documented where they are defined.
-//! * [`config`] — the one `sip-ha.toml` shared by both servers, validated with
+//! * [`cli`]: the command line, flags documented where they are defined.
+//! * [`config`]: the one `sip-ha.toml` shared by both servers, validated with
 //!   file, line and column on every error.
-//! * [`identity`] — which node this is, from its own addresses or `--node`.
-//! * [`state`] — the state file and the lock in `state_dir`.
-//! * [`log`] — syslog(3) and the history log on each node.
-//! * [`status`] — the `-v` screen and its JSON.
+//! * [`identity`]: which node this is, from its own addresses or `--node`.
+//! * [`probe`]: local health probes (SIP OPTIONS, asterisk, AMI, process,
+//!   TCP, command) and the witness.
+//! * [`state`]: the state file and the lock in `state_dir`.
+//! * [`log`]: syslog(3) and the history log on each node.
+//! * [`status`]: the `-v` screen and its JSON.
+//! * [`commands`]: one file per thing the command line can ask for.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
 pub mod cli;
@@ -17,5 +20,6 @@ pub mod commands;
 pub mod config;
 pub mod identity;
 pub mod log;
+pub mod probe;
 pub mod state;
 pub mod status;
