@@ -10,6 +10,9 @@
 //! * [`state`] — the state file and the lock in `state_dir`.
 //! * [`log`] — syslog(3) and the history log on each node.
 //! * [`status`] — the `-v` screen and its JSON.
+//! * [`link`] — the SSH link to `sip-ha serve` on the peer, and the framed
+//!   protocol spoken over it.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
 pub mod config;
+pub mod link;
