@@ -525,3 +525,64 @@ async fn control_dir_at_the_length_limit_works() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(got, reply());
 }
+
+#[tokio::test]
+async fn silent_port_is_a_connect_timeout() {
+    // The kernel accepts the TCP connection into the backlog; nothing ever
+    // sends an SSH banner.
+    let silent = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("id");
+    common::sshd::keygen(&identity, "test");
+    let ssh = sip_ha::config::Ssh {
+        user: "root".into(),
+        port,
+        identity,
+        known_hosts: keys.path().join("known_hosts"),
+        connect_timeout: Duration::from_secs(2),
+        remote_command: SIP_HA.into(),
+    };
+    let control = control_dir();
+    let err = probe_status(&ssh, LOCALHOST, control.path(), PROBE_TIMEOUT)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!(
+            "no answer from 127.0.0.1 port {port} within 2s: is the peer up, and the port open?"
+        )),
+        "{msg}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn closed_port_is_connection_refused() {
+    let port = {
+        let l = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("id");
+    common::sshd::keygen(&identity, "test");
+    let ssh = sip_ha::config::Ssh {
+        user: "root".into(),
+        port,
+        identity,
+        known_hosts: keys.path().join("known_hosts"),
+        connect_timeout: Duration::from_secs(5),
+        remote_command: SIP_HA.into(),
+    };
+    let control = control_dir();
+    let err = probe_status(&ssh, LOCALHOST, control.path(), PROBE_TIMEOUT)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!(
+            "127.0.0.1 refused the connection on port {port}: is sshd running on the peer"
+        )),
+        "{msg}"
+    );
+}

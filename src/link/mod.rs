@@ -11,7 +11,7 @@
 //!   its stderr is kept for error messages. SSH failures are turned into
 //!   messages an operator can act on (which file to fix, which command to
 //!   run).
-//! * [`serve`] — the other end: `sip-ha serve` answers requests on its own
+//! * [`serve`](mod@serve) — the other end: `sip-ha serve` answers requests on its own
 //!   stdin/stdout until the client hangs up.
 //! * [`protocol`] — the messages ([`Hello`], [`Request`], [`Response`]) and
 //!   the handshake.
@@ -52,7 +52,7 @@
 //! encoding. New requests and responses are added as *new variants at the end*
 //! of [`Request`] and [`Response`] (existing ones keep their numbers); any
 //! change to an existing message bumps
-//! [`PROTOCOL_VERSION`](protocol::PROTOCOL_VERSION). Message types must not use
+//! [`PROTOCOL_VERSION`]. Message types must not use
 //! serde attributes that need a self-describing format (`flatten`,
 //! `untagged`, `skip_serializing_if`).
 

@@ -3,9 +3,9 @@
 //! [`PeerLink::connect`] runs the system `ssh` (through the `openssh` crate)
 //! as a ControlMaster with a control socket in `control_dir`, then opens one
 //! channel over that socket running `<remote_command> serve` with its stdin,
-//! stdout and stderr piped here. stdin/stdout carry the
-//! [protocol](super::protocol); stderr is kept (the last few KiB) to explain
-//! failures.
+//! stdout and stderr piped here. stdin/stdout carry
+//! [the protocol](super::protocol); stderr is kept (the last few KiB) to
+//! explain failures.
 //!
 //! How ssh is run, and why:
 //!
@@ -217,6 +217,10 @@ impl PeerLink {
     }
 
     /// Sends one request and reads its response.
+    ///
+    /// After an error the link is in an unknown state: close it and connect
+    /// again. There is no timeout here; wrap the call in one where needed
+    /// ([`probe_status`] does).
     pub async fn request(&mut self, request: &Request) -> anyhow::Result<Response> {
         let result = async {
             frame::send(&mut self.writer, request).await?;
@@ -491,6 +495,11 @@ async fn diagnose(
             "`{command} serve` on the peer ({host}) exited with status {code} before greeting"
         ),
         _ => match failure {
+            // Precise on their own; the peer's stderr would only complain
+            // that this node hung up.
+            Failure::Handshake(
+                e @ (HandshakeError::StrayOutput(_) | HandshakeError::PeerVersion { .. }),
+            ) => return anyhow!(e).context(format!("starting sip-ha on {host}")),
             Failure::Handshake(e) => anyhow!(e).context(format!("starting sip-ha on {host}")),
             Failure::NoGreeting(after) => anyhow!(
                 "`{command} serve` on the peer ({host}) did not greet within {}: is {command} \
