@@ -450,6 +450,7 @@ async fn stray_shell_output_is_named() {
         ),
         "{msg}"
     );
+    assert_eq!(leftovers(control.path()), Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, BufReader, BufWriter};
@@ -200,7 +201,9 @@ impl PeerLink {
         // Close our ends so that a remote command waiting for input exits.
         drop(reader);
         drop(writer);
-        Err(diagnose(failure, child, stderr, ssh, host).await)
+        let error = diagnose(failure, child, stderr, ssh, host).await;
+        stop_master(session).await;
+        Err(error)
     }
 
     /// The peer's hello: its protocol and software version.
@@ -254,9 +257,15 @@ impl PeerLink {
         drop(reader);
         let _ = tokio::time::timeout(EXIT_WAIT, child.wait()).await;
         drop(stderr);
-        if let Ok(session) = Arc::try_unwrap(session) {
-            let _ = session.close().await;
-        }
+        stop_master(session).await;
+    }
+}
+
+/// Stops the SSH master and removes its socket directory. (Dropping the
+/// last `Arc<Session>` does the same without waiting.)
+async fn stop_master(session: Arc<Session>) {
+    if let Ok(session) = Arc::try_unwrap(session) {
+        let _ = session.close().await;
     }
 }
 
@@ -326,7 +335,12 @@ fn write_ssh_config(control_dir: &Path) -> anyhow::Result<PathBuf> {
     if std::fs::read(&path).is_ok_and(|old| old == SSH_CONFIG.as_bytes()) {
         return Ok(path);
     }
-    let temp = control_dir.join(format!(".ssh_config.{}.tmp", std::process::id()));
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let temp = control_dir.join(format!(
+        ".ssh_config.{}.{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let write = || -> io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
