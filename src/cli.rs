@@ -87,6 +87,19 @@ pub enum Command {
     /// Validate the configuration and print it resolved, with this node's
     /// identity. Exits non-zero, naming file, line and column, if invalid.
     CheckConfig,
+    /// The peer's side of the link: answer requests from the other server
+    /// over standard input and output. Run by the other server over SSH
+    /// (`restrict,command="/usr/local/sbin/sip-ha serve"` in authorized_keys),
+    /// not by hand.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Answer status requests from this JSON file instead of this node's
+    /// state (for tests and labs).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Default)]

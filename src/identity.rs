@@ -59,3 +59,10 @@ pub fn which_node(cfg: &Config, forced: Option<&str>) -> Result<Role> {
         ),
     }
 }
+
+/// Whether `addr` is on `interface` right now.
+pub fn holds(interface: &str, addr: IpAddr) -> Result<bool> {
+    Ok(local_addresses()?
+        .iter()
+        .any(|(name, ip)| name == interface && *ip == addr))
+}

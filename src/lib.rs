@@ -9,6 +9,8 @@
 //! * [`identity`]: which node this is, from its own addresses or `--node`.
 //! * [`probe`]: local health probes (SIP OPTIONS, asterisk, AMI, process,
 //!   TCP, command) and the witness.
+//! * [`link`]: the SSH link to `sip-ha serve` on the peer and its framed
+//!   protocol.
 //! * [`state`]: the state file and the lock in `state_dir`.
 //! * [`log`]: syslog(3) and the history log on each node.
 //! * [`status`]: the `-v` screen and its JSON.
@@ -18,7 +20,9 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod driver;
 pub mod identity;
+pub mod link;
 pub mod log;
 pub mod probe;
 pub mod state;

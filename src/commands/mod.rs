@@ -2,6 +2,7 @@
 //! status; errors are printed here, once, with their whole context chain.
 
 mod check_config;
+mod serve;
 mod verify;
 
 use crate::cli::{Cli, Command};
@@ -18,6 +19,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     }
     let result = match (&cli.command, &cli.action) {
         (Some(Command::CheckConfig), _) => check_config::run(&cli),
+        (Some(Command::Serve(args)), _) => serve::run(&cli, args),
         (_, a) if a.verify => verify::run(&cli, cli.json),
         _ => {
             eprintln!("sip-ha: this build has no pass yet");

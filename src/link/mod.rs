@@ -1,0 +1,66 @@
+//! The link to the peer: one SSH session to `sip-ha serve` on the other node,
+//! and the framed protocol the two speak over it.
+//!
+//! # The pieces
+//!
+//! * [`ssh`] — [`PeerLink`]: the system OpenSSH client (through the `openssh`
+//!   crate, talking to a ControlMaster over its mux socket) logs in to the
+//!   peer with the configured key, checks the peer's host key strictly
+//!   against the configured `known_hosts`, and runs `<remote_command> serve`
+//!   there. Everything below travels over that command's stdin and stdout;
+//!   its stderr is kept for error messages. SSH failures are turned into
+//!   messages an operator can act on (which file to fix, which command to
+//!   run).
+//! * [`serve`](mod@serve) — the other end: `sip-ha serve` answers requests on its own
+//!   stdin/stdout until the client hangs up.
+//! * [`protocol`] — the messages ([`Hello`], [`Request`], [`Response`]) and
+//!   the handshake.
+//! * [`frame`] — how messages are cut out of a byte stream: each one is a
+//!   4-byte big-endian length, then that many bytes of
+//!   [postcard](https://docs.rs/postcard)-encoded payload, at most
+//!   [`MAX_FRAME`](frame::MAX_FRAME) bytes. Length-prefixed frames carry bulk
+//!   data (file chunks, later) as well as small requests, and a bad length
+//!   or a short read is reported precisely instead of as a decoding error.
+//!
+//! # The handshake
+//!
+//! ```text
+//!   client (this node)                       server (`sip-ha serve` on the peer)
+//!                              <-- "SIPHA01\n"        8 bytes, never changes
+//!                              <-- [Hello]            magic, protocol version, software
+//!   checks magic and version
+//!   [Hello] -->
+//!                                                     checks magic and version
+//!   [Request::Status] -->
+//!                              <-- [Response::Status]
+//!   ...
+//!   closes stdin (EOF between frames: a clean end)
+//! ```
+//!
+//! The client writes nothing until it has read the server's greeting. The
+//! first eight bytes matter: a remote shell whose start-up files (`.bashrc`,
+//! `.profile`) print something — a banner, a `Welcome!` — puts that text in
+//! front of anything `sip-ha serve` says, and a length-prefixed protocol would
+//! read it as a frame length. The fixed greeting line turns that into a plain
+//! message quoting the stray text. The greeting line and the layout of
+//! [`Hello`] are frozen for all versions, so two different versions of
+//! sip-ha always get far enough to tell the operator that they differ.
+//!
+//! # Extending the protocol
+//!
+//! postcard is not self-describing: a field added to a message changes its
+//! encoding. New requests and responses are added as *new variants at the end*
+//! of [`Request`] and [`Response`] (existing ones keep their numbers); any
+//! change to an existing message bumps
+//! [`PROTOCOL_VERSION`]. Message types must not use
+//! serde attributes that need a self-describing format (`flatten`,
+//! `untagged`, `skip_serializing_if`).
+
+pub mod frame;
+pub mod protocol;
+pub mod serve;
+pub mod ssh;
+
+pub use protocol::{Hello, Request, Response, StatusReply, PROTOCOL_VERSION};
+pub use serve::{serve, serve_stdio, StatusFile, StatusSource};
+pub use ssh::{probe_status, PeerLink};

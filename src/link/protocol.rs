@@ -1,0 +1,355 @@
+//! The messages of the link protocol, and the handshake that starts it.
+//!
+//! See the [module overview](super) for the sequence. In short: the server
+//! (`sip-ha serve`) speaks first with [`GREETING`] and its [`Hello`]; the
+//! client checks both, answers with its own `Hello`, then sends [`Request`]s,
+//! each answered by one [`Response`].
+
+use super::frame::{self, FrameError};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The version of the messages below. Bump it on any change to an existing
+/// message; adding a variant at the end of [`Request`] or [`Response`] does
+/// not need a bump (an older peer answers it with [`Response::Error`]).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first bytes `sip-ha serve` writes, before any frame. Frozen: every
+/// version of sip-ha starts this way, so that stray shell output and version
+/// differences are told apart.
+pub const GREETING: &[u8; 8] = b"SIPHA01\n";
+
+/// The magic inside [`Hello`]. Frozen.
+pub const HELLO_MAGIC: [u8; 8] = *b"SIPHA\0\0\x01";
+
+/// The software version sent in [`Hello`] and [`StatusReply`].
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The first frame each side sends. Its layout is frozen for all versions:
+/// only its `version` value changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 8],
+    pub version: u32,
+    /// The sender's software version, for messages.
+    pub software: String,
+}
+
+impl Hello {
+    /// This build's greeting.
+    pub fn ours() -> Hello {
+        Hello {
+            magic: HELLO_MAGIC,
+            version: PROTOCOL_VERSION,
+            software: SOFTWARE_VERSION.to_string(),
+        }
+    }
+}
+
+/// What the client asks. New requests go at the end (see the
+/// [module overview](super)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// "What do you say about yourself?": the peer probe.
+    Status,
+}
+
+/// What the server answers, one per request. New responses go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Status(StatusReply),
+    /// The request could not be answered (not understood, or the answer
+    /// could not be produced). The text is for the operator.
+    Error(String),
+}
+
+/// The peer's answer to [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The peer's sip-ha version.
+    pub software_version: String,
+    /// The cluster name in the peer's configuration, to catch a link to the
+    /// wrong pair.
+    pub cluster: String,
+    /// The peer's self-report from its last round.
+    pub report: sip_ha_core::Report,
+    /// One line for humans, e.g. for the status screen.
+    pub summary: String,
+}
+
+/// Why the handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// Something other than the greeting came first: almost always output
+    /// from the remote user's shell start-up files.
+    #[error(
+        "the peer's shell printed something before sip-ha started: \"{0}\" — remove output from the remote user's shell start-up files (.bashrc)"
+    )]
+    StrayOutput(String),
+    /// The stream ended before the greeting was complete; the remote command
+    /// probably did not start (see its exit status and stderr).
+    #[error("the peer closed the connection before sip-ha greeted (got {got} of {expected} greeting bytes)")]
+    ClosedBeforeGreeting { got: usize, expected: usize },
+    /// The client hung up before sending its `Hello`.
+    #[error("the other side closed the connection before sending its hello")]
+    ClosedBeforeHello,
+    /// A `Hello` with the wrong magic.
+    #[error("the other side's hello is not from sip-ha (magic {0:02x?})")]
+    BadMagic([u8; 8]),
+    /// The server speaks another protocol version.
+    #[error(
+        "peer runs sip-ha protocol {peer}, this node speaks {ours}: run `sip-ha -c` to copy this version to the peer (peer software: sip-ha {software})"
+    )]
+    PeerVersion {
+        peer: u32,
+        ours: u32,
+        software: String,
+    },
+    /// The client speaks another protocol version.
+    #[error(
+        "the connecting node runs sip-ha protocol {peer} (sip-ha {software}), this node speaks {ours}: copy one version to both nodes (`sip-ha -c` on the node with the right one)"
+    )]
+    ClientVersion {
+        peer: u32,
+        ours: u32,
+        software: String,
+    },
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+}
+
+/// How many characters of stray output an error message quotes.
+const STRAY_SHOWN: usize = 80;
+
+/// How long to wait for more stray output to quote, once it is clear that the
+/// greeting is not coming first.
+const STRAY_WAIT: Duration = Duration::from_millis(300);
+
+/// The client's half: reads the greeting and the server's [`Hello`], checks
+/// them, then sends this node's `Hello`. Returns the server's `Hello`.
+///
+/// Nothing is written until the greeting has been read and checked.
+pub async fn client_handshake<R, W>(reader: &mut R, writer: &mut W) -> Result<Hello, HandshakeError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut first = Vec::with_capacity(GREETING.len());
+    let mut buf = [0u8; 8];
+    while first.len() < GREETING.len() {
+        let want = GREETING.len() - first.len();
+        let n = reader
+            .read(&mut buf[..want])
+            .await
+            .map_err(FrameError::Read)?;
+        if n == 0 {
+            break;
+        }
+        first.extend_from_slice(&buf[..n]);
+        if !GREETING.starts_with(&first) {
+            break;
+        }
+    }
+    if !GREETING.starts_with(&first) {
+        return Err(stray_output(reader, first).await);
+    }
+    if first.len() < GREETING.len() {
+        return Err(HandshakeError::ClosedBeforeGreeting {
+            got: first.len(),
+            expected: GREETING.len(),
+        });
+    }
+
+    let hello: Hello = match frame::recv(reader).await? {
+        Some(hello) => hello,
+        None => {
+            return Err(HandshakeError::ClosedBeforeGreeting {
+                got: GREETING.len(),
+                expected: GREETING.len() + frame::HEADER_LEN,
+            })
+        }
+    };
+    if hello.magic != HELLO_MAGIC {
+        return Err(HandshakeError::BadMagic(hello.magic));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        // Tell the server why we are leaving, for its log; the error that
+        // matters is ours.
+        let _ = frame::send(writer, &Hello::ours()).await;
+        return Err(HandshakeError::PeerVersion {
+            peer: hello.version,
+            ours: PROTOCOL_VERSION,
+            software: hello.software,
+        });
+    }
+    frame::send(writer, &Hello::ours()).await?;
+    Ok(hello)
+}
+
+/// Reads a little more of what came instead of the greeting and builds the
+/// error quoting it. If the greeting shows up after the stray text, only the
+/// text before it is quoted.
+async fn stray_output<R>(reader: &mut R, mut seen: Vec<u8>) -> HandshakeError
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let limit = STRAY_SHOWN + GREETING.len();
+    let deadline = tokio::time::Instant::now() + STRAY_WAIT;
+    let mut buf = [0u8; 128];
+    while seen.len() < limit && find(&seen, GREETING).is_none() {
+        let want = (limit - seen.len()).min(buf.len());
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf[..want])).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    if let Some(at) = find(&seen, GREETING) {
+        seen.truncate(at);
+    }
+    HandshakeError::StrayOutput(quotable(&seen, STRAY_SHOWN))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Up to `max` characters of `bytes`, with control characters escaped
+/// (`\n`, `\u{1b}`) so the text fits on one line.
+pub(crate) fn printable(bytes: &[u8], max: usize) -> String {
+    escaped(bytes, max, char::is_control)
+}
+
+/// Like [`printable`], also escaping `"` and `\`, for quoting inside `"..."`.
+fn quotable(bytes: &[u8], max: usize) -> String {
+    escaped(bytes, max, |c| c.is_control() || c == '"' || c == '\\')
+}
+
+fn escaped(bytes: &[u8], max: usize, escape: impl Fn(char) -> bool) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    for (shown, c) in text.chars().enumerate() {
+        if shown == max {
+            out.push('…');
+            break;
+        }
+        if escape(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The server's half: writes the greeting and this node's [`Hello`], then
+/// reads and checks the client's. Returns the client's `Hello`.
+pub async fn server_handshake<R, W>(reader: &mut R, writer: &mut W) -> Result<Hello, HandshakeError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    writer
+        .write_all(GREETING)
+        .await
+        .map_err(FrameError::Write)?;
+    frame::send(writer, &Hello::ours()).await?;
+    let hello: Hello = frame::recv(reader)
+        .await?
+        .ok_or(HandshakeError::ClosedBeforeHello)?;
+    if hello.magic != HELLO_MAGIC {
+        return Err(HandshakeError::BadMagic(hello.magic));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err(HandshakeError::ClientVersion {
+            peer: hello.version,
+            ours: PROTOCOL_VERSION,
+            software: hello.software,
+        });
+    }
+    Ok(hello)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frozen parts must never change: an older or newer sip-ha relies on
+    /// them to report a version difference.
+    #[test]
+    fn frozen_hello_layout() {
+        let hello = Hello {
+            magic: HELLO_MAGIC,
+            version: 300,
+            software: "x".into(),
+        };
+        let bytes = frame::encode(&hello).unwrap();
+        assert_eq!(bytes, b"SIPHA\0\0\x01\xac\x02\x01x");
+        assert_eq!(GREETING, b"SIPHA01\n");
+    }
+
+    #[test]
+    fn status_reply_round_trip() {
+        let reply = Response::Status(StatusReply {
+            software_version: "1.2.3".into(),
+            cluster: "pbx".into(),
+            report: sip_ha_core::Report {
+                role: sip_ha_core::Role::Slave,
+                stance: sip_ha_core::Stance::Ready,
+                holds_address: false,
+                health: sip_ha_core::Health::Up,
+                maintenance: false,
+                epoch: 42,
+                active: Some(sip_ha_core::Role::Master),
+            },
+            summary: "standby, ready".into(),
+        });
+        let bytes = frame::encode(&reply).unwrap();
+        assert_eq!(frame::decode::<Response>(&bytes).unwrap(), reply);
+    }
+
+    #[test]
+    fn printable_escapes_and_cuts() {
+        assert_eq!(printable(b"Welcome!\n", 80), "Welcome!\\n");
+        assert_eq!(printable(b"\x1b[1mhi", 80), "\\u{1b}[1mhi");
+        assert_eq!(printable(&[b'a'; 100], 3), "aaa…");
+        assert_eq!(printable(b"say \"hi\"", 80), "say \"hi\"");
+        assert_eq!(quotable(b"say \"hi\"", 80), "say \\\"hi\\\"");
+    }
+
+    #[tokio::test]
+    async fn stray_text_is_quoted_up_to_the_greeting() {
+        let mut input: &[u8] = b"Welcome!\nSIPHA01\n\0\0\0\x05junk";
+        let mut out = Vec::new();
+        let err = client_handshake(&mut input, &mut out).await.unwrap_err();
+        assert!(
+            matches!(&err, HandshakeError::StrayOutput(s) if s == "Welcome!\\n"),
+            "{err}"
+        );
+        assert!(out.is_empty(), "the client wrote before the greeting");
+    }
+
+    #[tokio::test]
+    async fn short_stray_text_then_end() {
+        let mut input: &[u8] = b"hi\n";
+        let err = client_handshake(&mut input, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, HandshakeError::StrayOutput(s) if s == "hi\\n"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_at_all() {
+        let mut input: &[u8] = b"";
+        let err = client_handshake(&mut input, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::ClosedBeforeGreeting { got: 0, .. }),
+            "{err}"
+        );
+    }
+}
