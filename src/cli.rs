@@ -84,6 +84,10 @@ pub enum Command {
     /// Run one pass: probe, decide, move the address if needed (what cron
     /// calls every minute, and what a bare `sip-ha` does).
     Run(RunArgs),
+    /// Run the local health probes once, one line each; exit 0 if all pass,
+    /// 1 if any fails. Works as a keepalived vrrp_script, a Pacemaker monitor
+    /// or a Nagios check.
+    Check,
     /// Validate the configuration and print it resolved, with this node's
     /// identity. Exits non-zero, naming file, line and column, if invalid.
     CheckConfig,

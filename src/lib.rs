@@ -24,6 +24,7 @@ pub mod driver;
 pub mod identity;
 pub mod link;
 pub mod log;
+pub mod observe;
 pub mod probe;
 pub mod state;
 pub mod status;

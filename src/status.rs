@@ -27,13 +27,7 @@ pub enum Overall {
 }
 
 /// One probe's result on the screen and in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProbeLine {
-    pub name: String,
-    pub ok: bool,
-    pub latency_ms: f64,
-    pub detail: String,
-}
+pub use crate::probe::ProbeResult as ProbeLine;
 
 /// What is known about the peer this time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -370,7 +364,7 @@ fn probe_lines(s: &mut String, probes: &[ProbeLine]) {
             "  {:<16}: {} {:>7.1} ms  {}",
             p.name,
             if p.ok { "OK  " } else { "FAIL" },
-            p.latency_ms,
+            p.latency.as_secs_f64() * 1000.0,
             p.detail
         );
     }

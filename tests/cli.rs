@@ -4,8 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary, run in a new, empty network namespace (`unshare --net`):
+/// `-v` probes the peer and the witness, and the example config's
+/// 192.168.0.x addresses must not be reached from a test. In there, every
+/// probe fails at once with "network unreachable" and nothing leaves the
+/// machine.
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sip-ha"));
+    let mut c = Command::new("unshare");
+    c.args(["--net", "--"]).arg(env!("CARGO_BIN_EXE_sip-ha"));
     c.env_remove("SIP_HA_CONFIG");
     c
 }
@@ -77,7 +83,10 @@ fn verify_prints_the_header_and_says_unknown_before_any_pass() {
         "{out}"
     );
     assert_eq!(o.status.code(), Some(3), "no pass has run: unknown");
-    assert!(!dir.path().join("state").exists(), "-v writes nothing");
+    assert!(
+        !dir.path().join("state/state.json").exists(),
+        "-v writes no state"
+    );
 }
 
 #[test]
@@ -97,7 +106,14 @@ fn verify_json_parses_and_has_the_fields() {
     assert_eq!(v["service_address"], "192.168.0.120");
     assert_eq!(v["holds_address"], false);
     assert_eq!(v["state"], "unknown");
-    assert_eq!(v["peer"], "unknown");
+    // Nothing answers in an empty namespace: every path failed, no report.
+    let paths = v["peer"]["paths"].as_array().expect("peer paths");
+    let names: Vec<_> = paths.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ssh", "sip", "tcp"]);
+    assert!(paths.iter().all(|p| p["ok"] == false));
+    assert!(v["peer"]["report"].is_null());
+    assert_eq!(v["local_health"][0]["name"], "sip");
+    assert_eq!(v["local_health"][0]["ok"], false);
     assert!(v.get("last_change").is_some() && v.get("last_sync").is_some());
 }
 

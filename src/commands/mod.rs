@@ -1,6 +1,7 @@
 //! One file per thing the command line can ask for. Each returns the exit
 //! status; errors are printed here, once, with their whole context chain.
 
+mod check;
 mod check_config;
 mod serve;
 mod verify;
@@ -18,6 +19,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         return 2;
     }
     let result = match (&cli.command, &cli.action) {
+        (Some(Command::Check), _) => check::run(&cli),
         (Some(Command::CheckConfig), _) => check_config::run(&cli),
         (Some(Command::Serve(args)), _) => serve::run(&cli, args),
         (_, a) if a.verify => verify::run(&cli, cli.json),

@@ -1,10 +1,12 @@
-//! `sip-ha -v`: the status screen, or `--json`. Reads the state without
-//! taking the lock, so it works while a loop or a pass runs.
+//! `sip-ha -v`: the status screen, or `--json`. It runs one round of probes
+//! (local, witness, each peer path) for a live picture, and reads the state
+//! without taking the lock, so it works while a loop or a pass runs.
 
 use crate::cli::Cli;
-use crate::status::{Gathered, Status};
+use crate::observe::Observer;
+use crate::status::{Gathered, PeerLine, Status};
 use crate::{log, state};
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// How many history lines the screen shows.
 const HISTORY_LINES: usize = 5;
@@ -28,21 +30,25 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
     let mut notices: Vec<String> = cfg.warnings.clone();
     let loaded = state::load(dir, role)?;
     notices.extend(loaded.notice);
-    let me = cfg.node(role);
-    let holds = match crate::identity::local_addresses() {
-        Ok(addrs) => Some(addrs.iter().any(|(ifname, ip)| {
-            *ifname == me.interface && *ip == cfg.cluster.service_address.addr()
-        })),
-        Err(e) => {
-            notices.push(format!("{e:#}"));
-            None
-        }
-    };
+    let logger = super::logger(cli, None, Some(role));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let round = rt.block_on(async { Observer::new(&cfg, role).round(&logger).await });
+    let peer = cfg.node(role.peer());
     let gathered = Gathered {
-        holds_address: holds,
+        holds_address: Some(round.holds_address),
+        probes: Some(round.probes),
+        witness: Some(round.witness),
+        peer: Some(PeerLine {
+            role: role.peer(),
+            address: peer.address.to_string(),
+            paths: round.peer_paths,
+            report: round.peer_view.report,
+        }),
         history: log::history_tail(dir, HISTORY_LINES),
         notices,
-        ..Gathered::default()
     };
     let status = Status::build(&cfg, role, &loaded.state, gathered);
     if json {
