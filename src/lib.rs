@@ -4,6 +4,9 @@
 //! from the edges in:
 //!
 //! * [`cli`]: the command line, flags documented where they are defined.
+//! * [`address`]: the service address: add, remove, announce (gratuitous
+//!   ARP, unsolicited NA) and duplicate-address probes, over netlink and raw
+//!   packet sockets.
 //! * [`config`]: the one `sip-ha.toml` shared by both servers, validated with
 //!   file, line and column on every error.
 //! * [`identity`]: which node this is, from its own addresses or `--node`.
@@ -17,6 +20,7 @@
 //! * [`commands`]: one file per thing the command line can ask for.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
+pub mod address;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -2,4 +2,5 @@
 //! them.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod sshd;
