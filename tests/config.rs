@@ -2,8 +2,8 @@
 //! mistake is reported (line, column and a message that names the problem).
 
 use sip_ha::config::{
-    load, parse, Alert, Check, CheckKind, Cluster, Config, ConfigError, Health, NodeConfig, Peer,
-    PeerPath, SipTarget, Ssh, Sync, SyncPath, Transport, Witness,
+    load, parse, Alert, Check, CheckKind, Cluster, Config, ConfigError, Health, Hooks, NodeConfig,
+    Peer, PeerPath, SipTarget, Ssh, Sync, SyncPath, Transport, Witness,
 };
 use sip_ha_core::{Failback, Role};
 use std::path::{Path, PathBuf};
@@ -112,6 +112,9 @@ fn the_shipped_example_is_valid_and_resolves_as_documented() {
             failback: Failback::Manual,
             failback_hold_down: Duration::from_secs(60),
             state_dir: "/var/lib/sip-ha".into(),
+            garp_count: 5,
+            garp_interval: Duration::from_millis(200),
+            garp_refresh: Some(Duration::from_secs(30)),
         },
         master: NodeConfig {
             role: Role::Master,
@@ -168,6 +171,12 @@ fn the_shipped_example_is_valid_and_resolves_as_documented() {
         },
         alert: Alert {
             email_to: vec!["ops@example.com".into()],
+        },
+        hooks: Hooks {
+            on_active: None,
+            on_standby: None,
+            on_disable: None,
+            timeout: Duration::from_secs(30),
         },
         warnings: vec![],
     };

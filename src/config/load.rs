@@ -322,6 +322,7 @@ impl Ctx<'_> {
         let peer = self.peer(raw.peer.as_ref(), &cluster, [&master, &slave]);
         let sync = self.sync(raw.sync.as_ref().map(Spanned::get_ref));
         let alert = self.alert(raw.alert.as_ref().map(Spanned::get_ref));
+        let hooks = self.hooks(raw.hooks.as_ref().map(Spanned::get_ref));
         Config {
             path: self.path.to_owned(),
             cluster,
@@ -332,6 +333,7 @@ impl Ctx<'_> {
             peer,
             sync,
             alert,
+            hooks,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
@@ -346,6 +348,9 @@ impl Ctx<'_> {
             failback: Failback::Manual,
             failback_hold_down: Duration::from_secs(60),
             state_dir: PathBuf::from("/var/lib/sip-ha"),
+            garp_count: 5,
+            garp_interval: Duration::from_millis(200),
+            garp_refresh: None,
         };
         let Some(raw) = raw else {
             self.error(
@@ -395,6 +400,24 @@ impl Ctx<'_> {
             false,
         );
         cluster.state_dir = self.path_or(&raw.state_dir, "state_dir", "/var/lib/sip-ha");
+        if let Some(n) = &raw.garp_count {
+            match u32::try_from(*n.get_ref()) {
+                Ok(k) if k <= 100 => cluster.garp_count = k,
+                _ => self.error(
+                    n.span(),
+                    format!("garp_count {} is out of range", n.get_ref()),
+                    Some("a number of announcements from 0 to 100"),
+                ),
+            }
+        }
+        cluster.garp_interval = self.duration(
+            &raw.garp_interval,
+            "garp_interval",
+            cluster.garp_interval,
+            true,
+        );
+        let refresh = self.duration(&raw.garp_refresh, "garp_refresh", Duration::ZERO, false);
+        cluster.garp_refresh = (!refresh.is_zero()).then_some(refresh);
         (cluster, service_span)
     }
 
@@ -1089,6 +1112,33 @@ impl Ctx<'_> {
             });
         }
         sync
+    }
+
+    fn hooks(&mut self, raw: Option<&raw::RawHooks>) -> Hooks {
+        let mut hooks = Hooks {
+            on_active: None,
+            on_standby: None,
+            on_disable: None,
+            timeout: Duration::from_secs(30),
+        };
+        let Some(raw) = raw else { return hooks };
+        let command = |this: &mut Self, v: &Option<Spanned<String>>, key: &str| {
+            let s = v.as_ref()?;
+            if s.get_ref().trim().is_empty() {
+                this.error(
+                    s.span(),
+                    format!("hook `{key}` is empty"),
+                    Some("a shell command, or leave the key out"),
+                );
+                return None;
+            }
+            Some(s.get_ref().clone())
+        };
+        hooks.on_active = command(self, &raw.on_active, "on_active");
+        hooks.on_standby = command(self, &raw.on_standby, "on_standby");
+        hooks.on_disable = command(self, &raw.on_disable, "on_disable");
+        hooks.timeout = self.duration(&raw.timeout, "timeout", hooks.timeout, true);
+        hooks
     }
 
     fn alert(&mut self, raw: Option<&raw::RawAlert>) -> Alert {

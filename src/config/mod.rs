@@ -39,6 +39,7 @@ pub struct Config {
     pub peer: Peer,
     pub sync: Sync,
     pub alert: Alert,
+    pub hooks: Hooks,
     /// Things that are allowed but unwise (a secret in a world-readable file,
     /// no witness configured), for `check-config` and the log.
     pub warnings: Vec<String>,
@@ -62,6 +63,13 @@ pub struct Cluster {
     /// Under `failback = "auto"`: how long the master must be ready first.
     pub failback_hold_down: Duration,
     pub state_dir: PathBuf,
+    /// Gratuitous ARP / unsolicited NA after taking the address: how many.
+    pub garp_count: u32,
+    /// And how far apart.
+    pub garp_interval: Duration,
+    /// While active, announce again this often (some switches and firewalls
+    /// keep stale ARP entries). `None`: off.
+    pub garp_refresh: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,4 +202,16 @@ pub struct SyncPath {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Alert {
     pub email_to: Vec<String>,
+}
+
+/// Operator commands run on a change, like keepalived's notify scripts. Each
+/// runs with `sh -c` and the environment `SIPHA_STATE`, `SIPHA_NODE`,
+/// `SIPHA_PEER`, `SIPHA_ADDRESS`; a failing or slow hook is logged and
+/// never blocks the move.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hooks {
+    pub on_active: Option<String>,
+    pub on_standby: Option<String>,
+    pub on_disable: Option<String>,
+    pub timeout: Duration,
 }

@@ -29,6 +29,7 @@ pub(crate) struct RawConfig {
     pub peer: Option<Spanned<RawPeer>>,
     pub sync: Option<Spanned<RawSync>>,
     pub alert: Option<Spanned<RawAlert>>,
+    pub hooks: Option<Spanned<RawHooks>>,
 }
 
 /// The entries of a table whose keys are names (`[nodes.<name>]`), as
@@ -65,6 +66,9 @@ pub(crate) struct RawCluster {
     pub failback: Option<Spanned<String>>,
     pub failback_hold_down: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
+    pub garp_count: Option<Spanned<i64>>,
+    pub garp_interval: Option<Spanned<String>>,
+    pub garp_refresh: Option<Spanned<String>>,
 }
 
 /// `[nodes.master]` and `[nodes.slave]`
@@ -222,4 +226,14 @@ pub(crate) struct RawAlert {
 /// Deserializes `src` into a [`RawConfig`].
 pub(crate) fn from_str(src: &str) -> Result<RawConfig, toml::de::Error> {
     toml::from_str(src)
+}
+
+/// `[hooks]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHooks {
+    pub on_active: Option<Spanned<String>>,
+    pub on_standby: Option<Spanned<String>>,
+    pub on_disable: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
