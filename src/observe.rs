@@ -150,6 +150,22 @@ impl Observer {
     }
 }
 
+impl Observer {
+    /// Ask the peer's loop to run a round now, over the kept link.
+    pub async fn wake_peer(&mut self) -> anyhow::Result<bool> {
+        let Some(link) = self.link.as_mut() else {
+            anyhow::bail!("no SSH session to the peer");
+        };
+        match tokio::time::timeout(STATUS_TIMEOUT, link.wake()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.link = None;
+                anyhow::bail!("the peer did not answer within {STATUS_TIMEOUT:?}")
+            }
+        }
+    }
+}
+
 /// Ask the peer's sip-ha for its status over the kept link, connecting (or
 /// reconnecting) first when needed.
 async fn ssh_status(

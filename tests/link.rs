@@ -7,7 +7,7 @@ use common::sshd::{public_key, TestSshd};
 use sip_ha::link::frame::{self, FrameError, MAX_FRAME};
 use sip_ha::link::protocol::{self, Hello, GREETING, HELLO_MAGIC};
 use sip_ha::link::{
-    probe_status, serve, PeerLink, Request, Response, StatusReply, StatusSource, PROTOCOL_VERSION,
+    probe_status, serve, LocalNode, PeerLink, Request, Response, StatusReply, PROTOCOL_VERSION,
 };
 use sip_ha_core::{Health, Report, Role, Stance};
 use std::net::{IpAddr, Ipv4Addr};
@@ -39,7 +39,7 @@ fn reply() -> StatusReply {
 
 struct Fixed(StatusReply);
 
-impl StatusSource for Fixed {
+impl LocalNode for Fixed {
     fn status(&self) -> anyhow::Result<StatusReply> {
         Ok(self.0.clone())
     }
@@ -47,7 +47,7 @@ impl StatusSource for Fixed {
 
 struct Broken;
 
-impl StatusSource for Broken {
+impl LocalNode for Broken {
     fn status(&self) -> anyhow::Result<StatusReply> {
         anyhow::bail!("state file unreadable")
     }
@@ -107,7 +107,7 @@ async fn empty_stream_is_a_clean_end() {
 
 /// Runs `serve` on one end of an in-memory pipe and `client` on the other;
 /// the client's end is closed when `client` returns.
-async fn with_server<F, Fut>(source: &dyn StatusSource, client: F) -> anyhow::Result<()>
+async fn with_server<F, Fut>(source: &dyn LocalNode, client: F) -> anyhow::Result<()>
 where
     F: FnOnce(DuplexStream) -> Fut,
     Fut: std::future::Future<Output = ()>,

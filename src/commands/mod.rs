@@ -3,13 +3,16 @@
 
 mod check;
 mod check_config;
+mod operator;
+mod run;
 mod serve;
 mod verify;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RunArgs};
 use crate::config::{self, Config};
 use crate::log::Logger;
 use anyhow::Result;
+use sip_ha_core::Command as CoreCommand;
 use sip_ha_core::Role;
 
 /// Run what the command line asked for and return the exit status.
@@ -22,11 +25,13 @@ pub fn dispatch(cli: Cli) -> i32 {
         (Some(Command::Check), _) => check::run(&cli),
         (Some(Command::CheckConfig), _) => check_config::run(&cli),
         (Some(Command::Serve(args)), _) => serve::run(&cli, args),
-        (_, a) if a.verify => verify::run(&cli, cli.json),
-        _ => {
-            eprintln!("sip-ha: this build has no pass yet");
-            Ok(2)
-        }
+        (Some(Command::Run(args)), _) => run::run(&cli, args),
+        (None, a) if a.verify => verify::run(&cli, cli.json),
+        (None, a) if a.failover => operator::run(&cli, CoreCommand::Failover { force: cli.force }),
+        (None, a) if a.disable => operator::run(&cli, CoreCommand::Disable),
+        (None, a) if a.enable => operator::run(&cli, CoreCommand::Enable),
+        // A bare `sip-ha` runs one pass, as the old scripts did from cron.
+        (None, _) => run::run(&cli, &RunArgs::default()),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,7 @@
 
 use crate::cli::{Cli, ServeArgs};
 use crate::config::Config;
-use crate::link::{self, StatusReply, StatusSource};
+use crate::link::{self, LocalNode, StatusReply};
 use crate::state;
 use anyhow::{Context, Result};
 use sip_ha_core::Role;
@@ -15,7 +15,7 @@ struct NodeStatus {
     role: Role,
 }
 
-impl StatusSource for NodeStatus {
+impl LocalNode for NodeStatus {
     fn status(&self) -> Result<StatusReply> {
         let loaded = state::load(&self.cfg.cluster.state_dir, self.role)?;
         let me = self.cfg.node(self.role);
@@ -40,6 +40,10 @@ impl StatusSource for NodeStatus {
             report,
             summary,
         })
+    }
+
+    fn wake(&self) -> Result<bool> {
+        crate::driver::requests::wake_loop(&self.cfg.cluster.state_dir)
     }
 }
 

@@ -1,9 +1,23 @@
-//! The drivers: what runs the decision core against the real world. A cron
-//! pass ([`pass`]) and the resident loop run the same round; they differ
-//! only in how often, and in what they keep open between rounds.
+//! The drivers: what runs the decision core against the real world.
+//!
+//! * [`round`]: one round (observe, decide, act, remember), shared by both
+//!   modes.
+//! * [`resident`]: `sip-ha run --loop`, a round every `health.interval`.
+//! * [`requests`]: how `-f`, `-d` and `--enable` reach a running loop.
+//! * [`hooks`]: the operator's `[hooks]` commands.
+//!
+//! A cron pass (`sip-ha run`) is one round under the lock; see
+//! `commands/run.rs`.
+
+pub mod hooks;
+pub mod requests;
+pub mod resident;
+pub mod round;
 
 use crate::config::Config;
 use sip_ha_core::Policy;
+
+pub use round::{Driver, Outcome};
 
 /// The decision core's thresholds, from the config.
 pub fn policy(cfg: &Config) -> Policy {

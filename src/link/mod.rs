@@ -62,5 +62,5 @@ pub mod serve;
 pub mod ssh;
 
 pub use protocol::{Hello, Request, Response, StatusReply, PROTOCOL_VERSION};
-pub use serve::{serve, serve_stdio, StatusFile, StatusSource};
+pub use serve::{serve, serve_stdio, LocalNode, StatusFile};
 pub use ssh::{probe_status, PeerLink};

@@ -53,6 +53,9 @@ impl Hello {
 pub enum Request {
     /// "What do you say about yourself?": the peer probe.
     Status,
+    /// "Run a round now": sent right after this node gave the address up,
+    /// so the peer takes it without waiting for its next interval.
+    Wake,
 }
 
 /// What the server answers, one per request. New responses go at the end.
@@ -62,6 +65,9 @@ pub enum Response {
     /// The request could not be answered (not understood, or the answer
     /// could not be produced). The text is for the operator.
     Error(String),
+    /// The answer to [`Request::Wake`]: whether a resident loop was woken
+    /// (false: no loop runs there; its next cron pass will act).
+    Woken(bool),
 }
 
 /// The peer's answer to [`Request::Status`].

@@ -12,7 +12,7 @@
 //! process may print to stdout; messages go to stderr (the client quotes it
 //! when something goes wrong) or to syslog.
 //!
-//! What the node says about itself comes from a [`StatusSource`], so the
+//! What the node says about itself comes from a [`LocalNode`], so the
 //! command-line layer decides where the answer comes from (the state file in
 //! production, [`StatusFile`] in tests and labs).
 
@@ -22,17 +22,23 @@ use anyhow::Context;
 use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 
-/// Produces this node's answer to [`Request::Status`].
-pub trait StatusSource {
+/// What `serve` asks of this node.
+pub trait LocalNode {
+    /// This node's answer to [`Request::Status`].
     fn status(&self) -> anyhow::Result<StatusReply>;
+    /// Wake this node's resident loop for a round now ([`Request::Wake`]).
+    /// Returns whether a loop was there to wake.
+    fn wake(&self) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }
 
-/// A [`StatusSource`] that reads a [`StatusReply`] as JSON from a file on
+/// A [`LocalNode`] that reads a [`StatusReply`] as JSON from a file on
 /// every request: for tests and labs (`sip-ha serve --status-file FILE`).
 #[derive(Debug, Clone)]
 pub struct StatusFile(pub PathBuf);
 
-impl StatusSource for StatusFile {
+impl LocalNode for StatusFile {
     fn status(&self) -> anyhow::Result<StatusReply> {
         let text = std::fs::read_to_string(&self.0)
             .with_context(|| format!("cannot read the status file {}", self.0.display()))?;
@@ -45,7 +51,7 @@ impl StatusSource for StatusFile {
 ///
 /// Returns `Ok(())` when the client closes its end between frames, an error
 /// when the handshake fails or the stream breaks.
-pub async fn serve<R, W>(input: R, output: W, source: &dyn StatusSource) -> anyhow::Result<()>
+pub async fn serve<R, W>(input: R, output: W, source: &dyn LocalNode) -> anyhow::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -73,10 +79,14 @@ where
     }
 }
 
-fn answer(request: Request, source: &dyn StatusSource) -> Response {
+fn answer(request: Request, source: &dyn LocalNode) -> Response {
     match request {
         Request::Status => match source.status() {
             Ok(reply) => Response::Status(reply),
+            Err(e) => Response::Error(format!("{e:#}")),
+        },
+        Request::Wake => match source.wake() {
+            Ok(woken) => Response::Woken(woken),
             Err(e) => Response::Error(format!("{e:#}")),
         },
     }
@@ -108,6 +118,6 @@ where
 }
 
 /// [`serve`] on this process's stdin and stdout: what `sip-ha serve` runs.
-pub async fn serve_stdio(source: &dyn StatusSource) -> anyhow::Result<()> {
+pub async fn serve_stdio(source: &dyn LocalNode) -> anyhow::Result<()> {
     serve(tokio::io::stdin(), tokio::io::stdout(), source).await
 }

@@ -216,6 +216,22 @@ impl PeerLink {
         match self.request(&Request::Status).await? {
             Response::Status(reply) => Ok(reply),
             Response::Error(e) => bail!("sip-ha on {} could not report its status: {e}", self.host),
+            other => bail!(
+                "sip-ha on {} answered a status request with {other:?}",
+                self.host
+            ),
+        }
+    }
+
+    /// Ask the peer to run a round now. Returns whether a loop was woken.
+    pub async fn wake(&mut self) -> anyhow::Result<bool> {
+        match self.request(&Request::Wake).await? {
+            Response::Woken(woken) => Ok(woken),
+            Response::Error(e) => bail!("sip-ha on {} could not be woken: {e}", self.host),
+            other => bail!(
+                "sip-ha on {} answered a wake request with {other:?}",
+                self.host
+            ),
         }
     }
 

@@ -1,0 +1,246 @@
+//! One round against the real world: observe, decide, act, remember.
+//!
+//! The order matters for safety. The state is saved *before* the address is
+//! taken, so a peer that reads it in between already sees this node as
+//! active and holds off; the duplicate-address probe runs right before the
+//! address is added, so a host that answers for it blocks the takeover; and
+//! after giving the address up this node wakes the peer, so it takes over at
+//! once instead of at its next interval.
+
+use crate::address;
+use crate::config::Config;
+use crate::log::Logger;
+use crate::observe::{Observer, Round};
+use crate::state::{self, State};
+use anyhow::Result;
+use sip_ha_core::{Action, Command, Event, Hook, Node, Observation, Role};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// How long to listen for another host answering for the address before
+/// taking it. Every millisecond here is outage; 200 ms covers a LAN.
+const CONFLICT_WAIT: Duration = Duration::from_millis(200);
+
+/// What a round saw and did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub observed: Round,
+    pub actions: Vec<Action>,
+    pub events: Vec<Event>,
+    /// Whether this node holds the address after the round.
+    pub holds: bool,
+}
+
+/// Runs rounds for one node. The caller holds the state lock.
+pub struct Driver {
+    cfg: Config,
+    role: Role,
+    state: State,
+    observer: Observer,
+    log: Logger,
+    /// Hooks and announcements, which run beside the next rounds.
+    tasks: JoinSet<()>,
+    last_announce: Option<Instant>,
+}
+
+impl Driver {
+    pub fn new(cfg: Config, role: Role, state: State, log: Logger) -> Driver {
+        let observer = Observer::new(&cfg, role);
+        Driver {
+            cfg,
+            role,
+            state,
+            observer,
+            log,
+            tasks: JoinSet::new(),
+            last_announce: None,
+        }
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn log(&self) -> &Logger {
+        &self.log
+    }
+
+    /// Use a new configuration from the next round on (SIGHUP).
+    pub fn reload(&mut self, cfg: Config) {
+        self.observer = Observer::new(&cfg, self.role);
+        self.cfg = cfg;
+    }
+
+    /// Run one round, with an operator command if one is pending.
+    pub async fn round(&mut self, command: Option<Command>) -> Result<Outcome> {
+        let observed = self.observer.round(&self.log).await;
+        let obs = Observation {
+            now_ms: state::now_ms(),
+            local_ok: observed.local_ok(),
+            witness_ok: observed.witness_ok,
+            peer: observed.peer_view.clone(),
+            holds_address: observed.holds_address,
+            address_conflict: false,
+            command,
+        };
+        let mut node = Node::new(
+            self.role,
+            super::policy(&self.cfg),
+            self.state.memory.clone(),
+        );
+        let mut pending: Vec<Action> = node.step(&obs);
+        if !pending.is_empty() {
+            self.log.debug(&format!("decided: {pending:?}"));
+        }
+
+        // Publish intent before taking: a peer reading our state now sees us
+        // active and will not take the address too.
+        if pending.contains(&Action::TakeAddress) {
+            self.state.memory = node.memory().clone();
+            state::save(&self.cfg.cluster.state_dir, &self.state)?;
+        }
+
+        let mut holds = obs.holds_address;
+        let mut done = Vec::new();
+        let mut events = Vec::new();
+        let mut released = false;
+        let mut i = 0;
+        while i < pending.len() {
+            let action = pending[i].clone();
+            i += 1;
+            match &action {
+                Action::TakeAddress => {
+                    if let Err(why) = self.take().await {
+                        pending.extend(node.take_failed(&why, obs.now_ms));
+                        // Not active after all: the hook for it must not run.
+                        pending.retain(|a| *a != Action::RunHook(Hook::OnActive));
+                    } else {
+                        holds = true;
+                    }
+                }
+                Action::ReleaseAddress => match self.release().await {
+                    Ok(()) => {
+                        holds = false;
+                        released = true;
+                    }
+                    Err(e) => self.log.error(&format!("{e:#}")),
+                },
+                Action::PushSync => {
+                    self.log
+                        .info("push before handover: this build syncs no files");
+                }
+                Action::RunHook(hook) => self.spawn_hook(*hook),
+                Action::Notify(ev) => {
+                    self.log.event(ev);
+                    events.push(ev.clone());
+                }
+            }
+            done.push(action);
+        }
+
+        self.state.memory = node.into_memory();
+        state::save(&self.cfg.cluster.state_dir, &self.state)?;
+        if released {
+            // The peer reads our new stance (saved above) when it wakes.
+            match self.observer.wake_peer().await {
+                Ok(true) => self.log.info("woke the peer's loop to take over now"),
+                Ok(false) => self
+                    .log
+                    .info("no loop runs on the peer: it takes over on its next pass"),
+                Err(e) => self.log.warn(&format!("could not wake the peer: {e:#}")),
+            }
+        }
+        Ok(Outcome {
+            observed,
+            actions: done,
+            events,
+            holds,
+        })
+    }
+
+    /// Check nobody else answers for the address, add it, announce it.
+    async fn take(&mut self) -> Result<(), String> {
+        let me = self.cfg.node(self.role).clone();
+        let net = self.cfg.cluster.service_address;
+        match address::probe_conflict(&me.interface, net.addr(), CONFLICT_WAIT).await {
+            Ok(Some(mac)) => {
+                return Err(format!(
+                    "MAC {mac} answers for {} on {}",
+                    net.addr(),
+                    me.interface
+                ));
+            }
+            Ok(None) => {}
+            // Cannot probe (no CAP_NET_RAW): the add would fail too, but say
+            // why the probe did not run.
+            Err(e) => self
+                .log
+                .warn(&format!("duplicate-address check failed: {e:#}")),
+        }
+        if let Err(e) = address::add(&me.interface, net).await {
+            let msg = format!("could not add the service address: {e:#}");
+            self.log.error(&msg);
+            return Err(msg);
+        }
+        self.log.info(&format!("added {net} to {}", me.interface));
+        self.spawn_announce();
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<()> {
+        let me = self.cfg.node(self.role);
+        let net = self.cfg.cluster.service_address;
+        address::remove(&me.interface, net).await?;
+        self.log
+            .info(&format!("removed {net} from {}", me.interface));
+        Ok(())
+    }
+
+    /// Gratuitous ARP / unsolicited NA, beside the next rounds.
+    fn spawn_announce(&mut self) {
+        let iface = self.cfg.node(self.role).interface.clone();
+        let addr = self.cfg.cluster.service_address.addr();
+        let (count, gap) = (self.cfg.cluster.garp_count, self.cfg.cluster.garp_interval);
+        let log = self.log.clone();
+        self.last_announce = Some(Instant::now());
+        self.tasks.spawn(async move {
+            if let Err(e) = address::announce(&iface, addr, count, gap).await {
+                log.error(&format!("announcing {addr} on {iface} failed: {e:#}"));
+            }
+        });
+    }
+
+    /// While active, announce again every `garp_refresh` (if set).
+    pub fn refresh_announce(&mut self, holds: bool) {
+        let Some(every) = self.cfg.cluster.garp_refresh else {
+            return;
+        };
+        if holds && self.last_announce.is_none_or(|t| t.elapsed() >= every) {
+            self.spawn_announce();
+        }
+    }
+
+    fn spawn_hook(&mut self, hook: Hook) {
+        if super::hooks::command(&self.cfg, hook).is_none() {
+            return;
+        }
+        let (cfg, role, log) = (self.cfg.clone(), self.role, self.log.clone());
+        self.tasks.spawn(async move {
+            super::hooks::run(&cfg, role, hook, &log).await;
+        });
+    }
+
+    /// Reap finished background tasks (the loop calls this each round).
+    pub fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// Wait for hooks and announcements to finish (before a pass exits).
+    pub async fn settle(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
