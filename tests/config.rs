@@ -138,6 +138,9 @@ fn the_shipped_example_is_valid_and_resolves_as_documented() {
             interval: Duration::from_secs(1),
             fail_after: 3,
             rise_after: 2,
+            restart_command: None,
+            max_restarts: 3,
+            restart_window: Duration::from_secs(3600),
             checks: vec![Check {
                 name: "sip".into(),
                 timeout: Duration::from_millis(500),

@@ -39,6 +39,8 @@ pub enum EventKind {
     AddressConflict,
     /// An operator command was refused.
     Refused,
+    /// The local service failed and is being restarted before any failover.
+    LocalRestart,
 }
 
 impl EventKind {
@@ -59,6 +61,7 @@ impl EventKind {
             EventKind::WitnessBack => "witness-back",
             EventKind::AddressConflict => "address-conflict",
             EventKind::Refused => "refused",
+            EventKind::LocalRestart => "local-restart",
         }
     }
 }
@@ -89,5 +92,7 @@ pub enum Action {
     /// Push this node's changes to the peer now (before a handover).
     PushSync,
     RunHook(Hook),
+    /// Run the configured restart command for the local service.
+    RestartService,
     Notify(Event),
 }

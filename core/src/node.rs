@@ -62,6 +62,8 @@ pub struct Memory {
     pub last_peer: Option<Report>,
     /// The last change of who holds the address, with its reason.
     pub last_change: Option<Event>,
+    /// When the local service was restarted (ms), within the window.
+    pub restarts: Vec<u64>,
 }
 
 /// One node of the pair: its role, its thresholds and its memory.
@@ -169,6 +171,25 @@ impl Node {
             None => return,
         }
         let before = m.health;
+        // Local recovery first: restart the service and give it another
+        // `fail_after` rounds, while restarts are left in the window.
+        let window = self.policy.restart_window_ms;
+        m.restarts
+            .retain(|t| obs.now_ms.saturating_sub(*t) < window);
+        let failing_now = m.fail_streak >= self.policy.fail_after.max(1) && before != Health::Down;
+        if failing_now && (m.restarts.len() as u32) < self.policy.max_restarts {
+            m.restarts.push(obs.now_ms);
+            m.fail_streak = 0;
+            let reason = format!(
+                "local service failed {} checks in a row: restarting it ({} of {} in the window) before any failover",
+                self.policy.fail_after,
+                m.restarts.len(),
+                self.policy.max_restarts
+            );
+            out.push(Action::RestartService);
+            out.push(self.event(EventKind::LocalRestart, reason, obs.now_ms));
+            return;
+        }
         if m.ok_streak >= self.policy.rise_after.max(1) {
             m.health = Health::Up;
         } else if m.fail_streak >= self.policy.fail_after.max(1) {

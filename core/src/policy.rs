@@ -61,6 +61,10 @@ pub struct Policy {
     /// Under `Failback::Auto`: how long the master must have been ready before
     /// the slave hands back, in milliseconds.
     pub failback_hold_down_ms: u64,
+    /// Local recovery before failover: at most this many restarts of the
+    /// service per `restart_window_ms`. 0: no local recovery.
+    pub max_restarts: u32,
+    pub restart_window_ms: u64,
 }
 
 impl Default for Policy {
@@ -71,6 +75,8 @@ impl Default for Policy {
             dead_after: 3,
             failback: Failback::Manual,
             failback_hold_down_ms: 60_000,
+            max_restarts: 0,
+            restart_window_ms: 3_600_000,
         }
     }
 }

@@ -41,16 +41,20 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    (1u32..4, 1u32..4, 1u32..4, any::<bool>()).prop_map(|(f, r, d, auto)| Policy {
-        fail_after: f,
-        rise_after: r,
-        dead_after: d,
-        failback: if auto {
-            Failback::Auto
-        } else {
-            Failback::Manual
-        },
-        failback_hold_down_ms: 5_000,
+    (1u32..4, 1u32..4, 1u32..4, any::<bool>(), 0u32..3).prop_map(|(f, r, d, auto, restarts)| {
+        Policy {
+            fail_after: f,
+            rise_after: r,
+            dead_after: d,
+            failback: if auto {
+                Failback::Auto
+            } else {
+                Failback::Manual
+            },
+            failback_hold_down_ms: 5_000,
+            max_restarts: restarts,
+            restart_window_ms: 10_000,
+        }
     })
 }
 

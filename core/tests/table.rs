@@ -357,3 +357,42 @@ fn active_node_isolated_hands_over_to_a_ready_peer() {
         .iter()
         .any(|(k, r)| *k == EventKind::Release && r.contains("witness")));
 }
+
+fn with_restarts(max: u32) -> Policy {
+    Policy {
+        max_restarts: max,
+        restart_window_ms: 3_600_000,
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn a_restart_that_brings_the_service_back_avoids_the_failover() {
+    let mut p = Pair::new(with_restarts(2));
+    p.rounds(5);
+    assert_eq!(p.holder(), Some(Role::Master));
+    p.master.service_ok = false;
+    let log = p.rounds(3);
+    assert!(actions(&log, Role::Master).contains(&Action::RestartService));
+    assert!(events(&log, Role::Master)
+        .iter()
+        .any(|(k, _)| *k == EventKind::LocalRestart));
+    // The restart worked.
+    p.master.service_ok = true;
+    p.rounds(10);
+    assert_eq!(p.holder(), Some(Role::Master), "no failover");
+}
+
+#[test]
+fn when_restarts_run_out_the_slave_takes_over() {
+    let mut p = Pair::new(with_restarts(2));
+    p.rounds(5);
+    p.master.service_ok = false;
+    let log = p.rounds(14);
+    let restarts = actions(&log, Role::Master)
+        .iter()
+        .filter(|a| **a == Action::RestartService)
+        .count();
+    assert_eq!(restarts, 2, "max_restarts per window");
+    assert_eq!(p.holder(), Some(Role::Slave));
+}

@@ -616,8 +616,38 @@ impl Ctx<'_> {
             fail_after: 3,
             rise_after: 2,
             checks: Vec::new(),
+            restart_command: None,
+            max_restarts: 3,
+            restart_window: Duration::from_secs(3600),
         };
         let Some(raw) = raw else { return health };
+        if let Some(cmd) = &raw.restart_command {
+            if cmd.get_ref().trim().is_empty() {
+                self.error(
+                    cmd.span(),
+                    "restart_command is empty",
+                    Some("a shell command that restarts the service, or leave the key out"),
+                );
+            } else {
+                health.restart_command = Some(cmd.get_ref().clone());
+            }
+        }
+        if let Some(n) = &raw.max_restarts {
+            match u32::try_from(*n.get_ref()) {
+                Ok(k) => health.max_restarts = k,
+                Err(_) => self.error(
+                    n.span(),
+                    format!("max_restarts {} is out of range", n.get_ref()),
+                    Some("a number of restarts, 0 or more"),
+                ),
+            }
+        }
+        health.restart_window = self.duration(
+            &raw.restart_window,
+            "restart_window",
+            health.restart_window,
+            true,
+        );
         health.interval = self.duration(&raw.interval, "interval", health.interval, true);
         health.fail_after = self.rounds(&raw.fail_after, "fail_after", 3);
         health.rise_after = self.rounds(&raw.rise_after, "rise_after", 2);

@@ -98,6 +98,12 @@ pub struct Health {
     pub fail_after: u32,
     pub rise_after: u32,
     pub checks: Vec<Check>,
+    /// Local recovery before failover: when the service fails, run this
+    /// (e.g. `systemctl restart asterisk`) and give it `fail_after` more
+    /// rounds, at most `max_restarts` times per `restart_window`.
+    pub restart_command: Option<String>,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
 }
 
 /// One local health probe.

@@ -98,6 +98,9 @@ pub(crate) struct RawHealth {
     pub interval: Option<Spanned<String>>,
     pub fail_after: Option<Spanned<i64>>,
     pub rise_after: Option<Spanned<i64>>,
+    pub restart_command: Option<Spanned<String>>,
+    pub max_restarts: Option<Spanned<i64>>,
+    pub restart_window: Option<Spanned<String>>,
     #[serde(default)]
     pub check: Vec<Spanned<RawCheck>>,
 }

@@ -27,5 +27,10 @@ pub fn policy(cfg: &Config) -> Policy {
         dead_after: cfg.peer.dead_after,
         failback: cfg.cluster.failback,
         failback_hold_down_ms: cfg.cluster.failback_hold_down.as_millis() as u64,
+        max_restarts: match cfg.health.restart_command {
+            Some(_) => cfg.health.max_restarts,
+            None => 0,
+        },
+        restart_window_ms: cfg.health.restart_window.as_millis() as u64,
     }
 }

@@ -134,6 +134,7 @@ impl Driver {
                         .info("push before handover: this build syncs no files");
                 }
                 Action::RunHook(hook) => self.spawn_hook(*hook),
+                Action::RestartService => self.spawn_restart(),
                 Action::Notify(ev) => {
                     self.log.event(ev);
                     events.push(ev.clone());
@@ -231,6 +232,33 @@ impl Driver {
         let (cfg, role, log) = (self.cfg.clone(), self.role, self.log.clone());
         self.tasks.spawn(async move {
             super::hooks::run(&cfg, role, hook, &log).await;
+        });
+    }
+
+    /// Run `[health] restart_command` beside the next rounds; the probes
+    /// tell whether it helped.
+    fn spawn_restart(&mut self) {
+        let Some(cmd) = self.cfg.health.restart_command.clone() else {
+            return;
+        };
+        let (timeout, log) = (self.cfg.hooks.timeout, self.log.clone());
+        self.tasks.spawn(async move {
+            let run = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(s)) if s.success() => log.info(&format!("restart command `{cmd}` done")),
+                Ok(Ok(s)) => log.error(&format!("restart command `{cmd}` failed with {s}")),
+                Ok(Err(e)) => log.error(&format!("restart command `{cmd}` could not start: {e}")),
+                Err(_) => log.error(&format!(
+                    "restart command `{cmd}` did not finish within {timeout:?}"
+                )),
+            }
         });
     }
 
