@@ -365,7 +365,7 @@ fn unknown_key_names_the_table_and_the_keys_it_takes() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{FILE}:15:1: unknown key `intervall` in [health]; expected one of: interval, fail_after, rise_after, check"
+            "{FILE}:15:1: unknown key `intervall` in [health]; expected one of: interval, fail_after, rise_after, restart_command, max_restarts, restart_window, check"
         )
     );
 }
