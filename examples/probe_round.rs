@@ -12,7 +12,9 @@ fn main() -> anyhow::Result<()> {
     };
     let n: usize = n.parse()?;
     let cfg = sip_ha::config::load(std::path::Path::new(&path))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut times = Vec::with_capacity(n);
     let mut failed = 0usize;
     rt.block_on(async {

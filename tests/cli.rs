@@ -1,7 +1,9 @@
 //! The binary as an operator runs it: help, -v, --json, check-config, and
 //! bad configurations refused before anything is written.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::example::example_in;
 use std::process::{Command, Output};
 
 /// The binary, run in a new, empty network namespace (`unshare --net`):
@@ -22,23 +24,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// The example config with its state_dir moved into `dir`.
-fn example_in(dir: &Path) -> PathBuf {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sip-ha.toml")).unwrap();
-    let state = dir.join("state");
-    let src = src.replace(
-        "state_dir = \"/var/lib/sip-ha\"",
-        &format!("state_dir = \"{}\"", state.display()),
-    );
-    assert!(
-        src.contains(&state.display().to_string()),
-        "example config has state_dir"
-    );
-    let path = dir.join("sip-ha.toml");
-    std::fs::write(&path, src).unwrap();
-    path
 }
 
 #[test]

@@ -5,24 +5,13 @@
 
 mod common;
 
+use common::example::example_in;
 use common::syslog::SyslogCapture;
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sip-ha");
-
-fn example_in(dir: &Path) -> PathBuf {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sip-ha.toml")).unwrap();
-    let state = dir.join("state");
-    let src = src.replace(
-        "state_dir = \"/var/lib/sip-ha\"",
-        &format!("state_dir = \"{}\"", state.display()),
-    );
-    let path = dir.join("sip-ha.toml");
-    std::fs::write(&path, src).unwrap();
-    path
-}
 
 fn pass(log: &SyslogCapture, cfg: &Path, extra: &[&str]) -> Output {
     log.command(Path::new(BIN), true)

@@ -4,7 +4,7 @@
 
 use crate::cli::Cli;
 use crate::probe;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub fn run(cli: &Cli) -> Result<i32> {
     let cfg = match crate::config::load(&cli.config) {
@@ -14,10 +14,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             return Ok(3);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = super::runtime()?;
     let results = rt.block_on(probe::run_checks(&cfg.health.checks));
     if results.is_empty() {
         println!("OK: no [[health.check]] configured");

@@ -5,13 +5,9 @@ use crate::cli::Cli;
 use anyhow::Result;
 
 pub fn run(cli: &Cli) -> Result<i32> {
-    let (cfg, role) = match super::load(cli) {
+    let (cfg, role) = match super::load_or_refuse(cli) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("sip-ha: {e:#}");
-            eprintln!("sip-ha: configuration refused; nothing was changed");
-            return Ok(2);
-        }
+        Err(code) => return Ok(code),
     };
     for w in &cfg.warnings {
         eprintln!("warning: {w}");

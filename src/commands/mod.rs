@@ -50,6 +50,26 @@ pub(crate) fn load(cli: &Cli) -> Result<(Config, Role)> {
     Ok((cfg, role))
 }
 
+/// [`load`], or print why the configuration is refused and return the
+/// exit status to use (2): nothing else may run.
+pub(crate) fn load_or_refuse(cli: &Cli) -> std::result::Result<(Config, Role), i32> {
+    load(cli).map_err(|e| {
+        eprintln!("sip-ha: {e:#}");
+        eprintln!("sip-ha: configuration refused; nothing was done");
+        2
+    })
+}
+
+/// The async runtime a command runs its probes and I/O on: one thread, as
+/// the work is a handful of sockets and child processes.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// A logger for this run: syslog, plus the history log once the state
 /// directory is known.
 pub(crate) fn logger(cli: &Cli, cfg: Option<&Config>, role: Option<Role>) -> Logger {

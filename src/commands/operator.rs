@@ -8,7 +8,7 @@ use crate::cli::Cli;
 use crate::driver::{requests, Driver};
 use crate::state;
 use crate::status::stopped_line;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sip_ha_core::{Command, Event, EventKind};
 use std::time::{Duration, Instant};
 
@@ -16,13 +16,9 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(15);
 
 pub fn run(cli: &Cli, command: Command) -> Result<i32> {
-    let (cfg, role) = match super::load(cli) {
+    let (cfg, role) = match super::load_or_refuse(cli) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("sip-ha: {e:#}");
-            eprintln!("sip-ha: configuration refused; nothing was done");
-            return Ok(2);
-        }
+        Err(code) => return Ok(code),
     };
     let log = super::logger(cli, Some(&cfg), Some(role));
     let dir = cfg.cluster.state_dir.clone();
@@ -37,10 +33,7 @@ pub fn run(cli: &Cli, command: Command) -> Result<i32> {
             if let Some(n) = &loaded.notice {
                 eprintln!("sip-ha: {n}");
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let rt = super::runtime()?;
             let mut driver = Driver::new(cfg.clone(), role, loaded.state, log.clone());
             let outcome = rt.block_on(async {
                 let r = driver.round(Some(command)).await;

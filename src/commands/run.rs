@@ -7,16 +7,12 @@ use crate::cli::{Cli, RunArgs};
 use crate::driver::{resident, Driver};
 use crate::log::Level;
 use crate::state;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
-    let (cfg, role) = match super::load(cli) {
+    let (cfg, role) = match super::load_or_refuse(cli) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("sip-ha: {e:#}");
-            eprintln!("sip-ha: configuration refused; nothing was done");
-            return Ok(2);
-        }
+        Err(code) => return Ok(code),
     };
     let log = super::logger(cli, Some(&cfg), Some(role));
     for w in &cfg.warnings {
@@ -39,10 +35,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         log.warn(n);
         eprintln!("sip-ha: {n}");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = super::runtime()?;
     let mut driver = Driver::new(cfg, role, loaded.state, log);
     rt.block_on(async {
         if args.resident {

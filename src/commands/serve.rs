@@ -6,7 +6,7 @@ use crate::cli::{Cli, ServeArgs};
 use crate::config::Config;
 use crate::link::{self, LocalNode, StatusReply};
 use crate::state;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sip_ha_core::Role;
 
 /// Answers status requests from this node's state file and interface.
@@ -48,10 +48,7 @@ impl LocalNode for NodeStatus {
 }
 
 pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = super::runtime()?;
     rt.block_on(async {
         match &args.status_file {
             Some(path) => link::serve_stdio(&link::StatusFile(path.clone())).await,

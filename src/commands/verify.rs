@@ -6,7 +6,7 @@ use crate::cli::Cli;
 use crate::observe::Observer;
 use crate::status::{Gathered, PeerLine, Status};
 use crate::{log, state};
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 /// How many history lines the screen shows.
 const HISTORY_LINES: usize = 5;
@@ -31,10 +31,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
     let loaded = state::load(dir, role)?;
     notices.extend(loaded.notice);
     let logger = super::logger(cli, None, Some(role));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = super::runtime()?;
     let round = rt.block_on(async { Observer::new(&cfg, role).round(&logger).await });
     let peer = cfg.node(role.peer());
     let gathered = Gathered {

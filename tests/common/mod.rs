@@ -2,6 +2,7 @@
 //! them.
 #![allow(dead_code)]
 
+pub mod example;
 pub mod netns;
 pub mod sshd;
 pub mod syslog;
