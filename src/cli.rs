@@ -80,7 +80,7 @@ pub struct Action {
 
     /// Copy this sip-ha (the running program and its config file) to the
     /// other server, through `sip-ha serve` there; it keeps the copies it
-    /// replaces as <name>.prev.
+    /// replaces as `<name>.prev`.
     #[arg(short = 'c', long = "copy")]
     pub copy: bool,
 }

@@ -26,6 +26,7 @@
 
 use crate::cli::Cli;
 use crate::config::Config;
+use crate::link::ssh::Unconfirmed;
 use crate::link::{protocol::SOFTWARE_VERSION, InstallTarget, Installed, PeerLink};
 use crate::log::Level;
 use crate::state;
@@ -41,10 +42,18 @@ struct Failure {
     peer_state: String,
 }
 
+/// A [`Failure`] leaving the peer in `peer_state`, unless the error says
+/// that the last file may have been installed after all.
 fn fail(peer_state: &str) -> impl FnOnce(anyhow::Error) -> Failure + '_ {
-    move |error| Failure {
-        error,
-        peer_state: peer_state.to_string(),
+    move |error| {
+        let peer_state = if error.downcast_ref::<Unconfirmed>().is_some() {
+            "the peer may or may not have the new file: run `sip-ha -c` again once the link \
+             works"
+                .to_string()
+        } else {
+            peer_state.to_string()
+        };
+        Failure { error, peer_state }
     }
 }
 
@@ -92,7 +101,8 @@ async fn copy(cfg: &Config, role: Role) -> Result<String, Failure> {
     let at = host_in_path(host);
     let control = cfg.cluster.state_dir.join("ssh");
     let ours = SOFTWARE_VERSION;
-    let unchanged = format!("nothing was changed on {host}: its sip-ha and config are as they were");
+    let unchanged =
+        format!("nothing was changed on {host}: its sip-ha and config are as they were");
 
     // 1. The program.
     let program = running_program().map_err(fail(&unchanged))?;
@@ -141,7 +151,9 @@ async fn copy(cfg: &Config, role: Role) -> Result<String, Failure> {
     }
 
     // 3. The config, checked by the new program.
-    let sent = link.install(InstallTarget::Config, cfg.path.as_path()).await;
+    let sent = link
+        .install(InstallTarget::Config, cfg.path.as_path())
+        .await;
     link.close().await;
     let conf = sent.map_err(fail(&half))?;
     println!(

@@ -75,11 +75,11 @@ impl LocalNode for NodeStatus {
         self.log.log(
             Level::Notice,
             &format!(
-            "sip-ha serve: the other node installed {}{}",
-            done.path,
-            done.previous
-                .as_ref()
-                .map_or(String::new(), |p| format!(" (previous kept as {p})"))
+                "sip-ha serve: the other node installed {}{}",
+                done.path,
+                done.previous
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" (previous kept as {p})"))
             ),
         );
     }

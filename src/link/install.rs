@@ -264,7 +264,12 @@ impl Receiver {
                     );
                 }
                 if let Some(ours) = own_elf_head() {
-                    let kind = |h: &[u8]| (h.get(4..6).map(<[u8]>::to_vec), h.get(18..20).map(<[u8]>::to_vec));
+                    let kind = |h: &[u8]| {
+                        (
+                            h.get(4..6).map(<[u8]>::to_vec),
+                            h.get(18..20).map(<[u8]>::to_vec),
+                        )
+                    };
                     if self.head.len() >= ELF_HEAD && kind(&self.head) != kind(&ours) {
                         bail!(
                             "refusing {path}: the program sent is built for another kind of \

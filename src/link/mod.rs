@@ -40,6 +40,18 @@
 //!   closes stdin (EOF between frames: a clean end)
 //! ```
 //!
+//! `sip-ha -c` replaces a file on the peer with a few more requests on the
+//! same session (see [`install`]):
+//!
+//! ```text
+//!   [InstallBegin { target, size, mode }] -->
+//!                              <-- [Ok]               (or Error: refused)
+//!   [InstallChunk(<= 1 MiB)] -->                      repeated
+//!                              <-- [Ok]
+//!   [InstallCommit { blake3 }] -->
+//!                              <-- [Installed { path, previous }]
+//! ```
+//!
 //! The client writes nothing until it has read the server's greeting. The
 //! first eight bytes matter: a remote shell whose start-up files (`.bashrc`,
 //! `.profile`) print something — a banner, a `Welcome!` — puts that text in

@@ -38,7 +38,7 @@ use openssh::{Child, ChildStderr, ControlPersist, KnownHosts, Session, SessionBu
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -270,35 +270,35 @@ impl PeerLink {
     /// bytes followed by their BLAKE3 hash. The peer decides where the file
     /// goes and keeps the one it replaces; see [`install`](super::install).
     ///
-    /// On error the peer's file is unchanged, unless the error says otherwise
-    /// (the link broke after the peer had all the bytes and the hash: then it
-    /// may or may not have been put in place).
+    /// On error the peer's file is unchanged, unless the error carries an
+    /// [`Unconfirmed`] context: the link broke after the peer had all the
+    /// bytes and the hash, and the file may or may not be in place.
     pub async fn install<'a>(
         &mut self,
         target: InstallTarget,
         payload: impl Into<Payload<'a>>,
     ) -> anyhow::Result<Installed> {
         let payload = payload.into();
-        let (size, mode, mut source): (u64, u32, Box<dyn AsyncRead + Unpin + Send>) =
-            match payload {
-                Payload::Bytes(bytes) => (bytes.len() as u64, DEFAULT_PROGRAM_MODE, Box::new(bytes)),
-                Payload::File(path) => {
-                    let file = tokio::fs::File::open(path)
-                        .await
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    let meta = file
-                        .metadata()
-                        .await
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    (meta.len(), meta.permissions().mode() & 0o777, Box::new(file))
-                }
-            };
-        let host = self.host;
-        let what = match payload {
-            Payload::Bytes(_) => format!("{target}"),
-            Payload::File(path) => format!("{target} ({})", path.display()),
+        let (size, mode, mut source): (u64, u32, Box<dyn AsyncRead + Unpin + Send>) = match payload
+        {
+            Payload::Bytes(bytes) => (bytes.len() as u64, DEFAULT_PROGRAM_MODE, Box::new(bytes)),
+            Payload::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let meta = file
+                    .metadata()
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                (
+                    meta.len(),
+                    meta.permissions().mode() & 0o777,
+                    Box::new(file),
+                )
+            }
         };
+        let host = self.host;
+        let what = target.to_string();
         self.install_step(&Request::InstallBegin { target, size, mode })
             .await
             .with_context(|| format!("sip-ha on {host} refused {what}"))?;
@@ -311,15 +311,18 @@ impl PeerLink {
                 let _ = self.install_step(&Request::InstallAbort).await;
                 return Err(e.context(format!("sending {what} to {host} stopped")));
             }
-            Err(Step::Peer(e)) => {
-                return Err(e.context(format!("sip-ha on {host} refused {what}")))
-            }
+            Err(Step::Peer(e)) => return Err(e.context(format!("sip-ha on {host} refused {what}"))),
         };
-        match self
+        let answer = self
             .timed(&Request::InstallCommit { blake3: hash })
             .await
-            .map_err(|e| e.context(format!("no answer from {host} after sending all of {what}: it may or may not have been installed")))?
-        {
+            .map_err(|e| {
+                e.context(Unconfirmed(format!(
+                    "no answer from {host} after sending all of {what}: it may or may not \
+                     have been put in place"
+                )))
+            })?;
+        match answer {
             Response::Installed { path, previous } => Ok(Installed { path, previous }),
             Response::Error(e) => bail!("sip-ha on {host} refused {what}: {e}"),
             other => bail!("sip-ha on {host} answered the end of {what} with {other:?}"),
@@ -422,6 +425,18 @@ impl PeerLink {
         let _ = tokio::time::timeout(EXIT_WAIT, child.wait()).await;
         drop(stderr);
         stop_master(session).await;
+    }
+}
+
+/// The context of an error from [`PeerLink::install`] when the peer had
+/// every byte and the hash but its answer did not come back: the file may
+/// have been put in place. Find it with `error.downcast_ref::<Unconfirmed>()`.
+#[derive(Debug)]
+pub struct Unconfirmed(String);
+
+impl std::fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
