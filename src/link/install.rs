@@ -239,12 +239,15 @@ impl Receiver {
             )
         })?;
         self.temp = None;
-        sync_dir(parent(&path)).with_context(|| {
-            format!(
-                "{} is in place, but writing its directory to disk failed",
+        // The new file is in place and in use from now on: a failure here
+        // only means it might not survive a power cut, not worth reporting
+        // the install as failed (and the old one as unchanged) for.
+        if let Err(e) = sync_dir(parent(&path)) {
+            eprintln!(
+                "sip-ha serve: {} is in place, but writing its directory to disk failed: {e}",
                 path.display()
-            )
-        })?;
+            );
+        }
         Ok(Installed {
             path: path.display().to_string(),
             previous: previous.map(|p| p.display().to_string()),
