@@ -77,6 +77,12 @@ pub struct Action {
     /// Leave maintenance (undo -d).
     #[arg(long = "enable")]
     pub enable: bool,
+
+    /// Copy this sip-ha (the running program and its config file) to the
+    /// other server, through `sip-ha serve` there; it keeps the copies it
+    /// replaces as `<name>.prev`.
+    #[arg(short = 'c', long = "copy")]
+    pub copy: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +110,12 @@ pub struct ServeArgs {
     /// state (for tests and labs).
     #[arg(long, hide = true, value_name = "FILE")]
     pub status_file: Option<PathBuf>,
+
+    /// Put what `sip-ha -c` sends in DIR (as DIR/sip-ha and
+    /// DIR/sip-ha.toml) instead of over this program and its config (for
+    /// tests and labs).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub install_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -117,6 +129,6 @@ pub struct RunArgs {
 impl Action {
     /// Whether any one-letter action was given.
     pub fn any(&self) -> bool {
-        self.verify || self.failover || self.disable || self.enable
+        self.verify || self.failover || self.disable || self.enable || self.copy
     }
 }

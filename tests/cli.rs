@@ -35,6 +35,7 @@ fn help_lists_the_old_tools_flags() {
         for f in [
             "-l, --log",
             "-v, --verify",
+            "-c, --copy",
             "-d, --disable",
             "-f, --failover",
             "-?",

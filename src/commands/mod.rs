@@ -3,6 +3,7 @@
 
 mod check;
 mod check_config;
+mod copy;
 mod operator;
 mod run;
 mod serve;
@@ -18,7 +19,7 @@ use sip_ha_core::Role;
 /// Run what the command line asked for and return the exit status.
 pub fn dispatch(cli: Cli) -> i32 {
     if cli.command.is_some() && cli.action.any() {
-        eprintln!("sip-ha: give either a one-letter action (-v, -f, -d, --enable) or a subcommand, not both");
+        eprintln!("sip-ha: give either a one-letter action (-v, -f, -c, -d, --enable) or a subcommand, not both");
         return 2;
     }
     let result = match (&cli.command, &cli.action) {
@@ -30,6 +31,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         (None, a) if a.failover => operator::run(&cli, CoreCommand::Failover { force: cli.force }),
         (None, a) if a.disable => operator::run(&cli, CoreCommand::Disable),
         (None, a) if a.enable => operator::run(&cli, CoreCommand::Enable),
+        (None, a) if a.copy => copy::run(&cli),
         // A bare `sip-ha` runs one pass, as the old scripts did from cron.
         (None, _) => run::run(&cli, &RunArgs::default()),
     };

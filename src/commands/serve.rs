@@ -1,30 +1,47 @@
 //! `sip-ha serve`: the far end of the link. The other server starts it over
 //! SSH and talks to it over standard input and output, so nothing else may
 //! print to stdout here: errors go to stderr and syslog.
+//!
+//! A configuration that does not load does not stop `serve`: status and wake
+//! requests are then answered with the loader's message, but `sip-ha -c` from
+//! the other server can still install a good configuration (and program).
+//! That is how a peer with a broken config is repaired without a shell.
 
 use crate::cli::{Cli, ServeArgs};
 use crate::config::Config;
-use crate::link::{self, LocalNode, StatusReply};
+use crate::link::{self, InstallTarget, Installed, LocalNode, StatusReply};
+use crate::log::{Level, Logger};
 use crate::state;
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use sip_ha_core::Role;
+use std::path::PathBuf;
 
-/// Answers status requests from this node's state file and interface.
+/// Answers status requests from this node's state file and interface, and
+/// installs over this program and its config.
 struct NodeStatus {
-    cfg: Config,
-    role: Role,
+    /// The config file serve was started with (absolute).
+    config_path: PathBuf,
+    /// The config and this node's role, or why they could not be had.
+    loaded: std::result::Result<(Config, Role), String>,
+    log: Logger,
+}
+
+impl NodeStatus {
+    fn loaded(&self) -> Result<(&Config, Role)> {
+        self.loaded
+            .as_ref()
+            .map(|(cfg, role)| (cfg, *role))
+            .map_err(|e| anyhow!("{e}"))
+    }
 }
 
 impl LocalNode for NodeStatus {
     fn status(&self) -> Result<StatusReply> {
-        let loaded = state::load(&self.cfg.cluster.state_dir, self.role)?;
-        let me = self.cfg.node(self.role);
-        let holds = crate::identity::holds(&me.interface, self.cfg.cluster.service_address.addr())?;
-        let node = sip_ha_core::Node::new(
-            self.role,
-            crate::driver::policy(&self.cfg),
-            loaded.state.memory,
-        );
+        let (cfg, role) = self.loaded()?;
+        let loaded = state::load(&cfg.cluster.state_dir, role)?;
+        let me = cfg.node(role);
+        let holds = crate::identity::holds(&me.interface, cfg.cluster.service_address.addr())?;
+        let node = sip_ha_core::Node::new(role, crate::driver::policy(cfg), loaded.state.memory);
         let report = node.report(holds);
         // A state not written for a while means the loop or cron is not
         // running there: say so, the caller sees it in -v.
@@ -36,26 +53,89 @@ impl LocalNode for NodeStatus {
         };
         Ok(StatusReply {
             software_version: link::protocol::SOFTWARE_VERSION.to_string(),
-            cluster: self.cfg.cluster.name.clone(),
+            cluster: cfg.cluster.name.clone(),
             report,
             summary,
         })
     }
 
     fn wake(&self) -> Result<bool> {
-        crate::driver::requests::wake_loop(&self.cfg.cluster.state_dir)
+        let (cfg, _) = self.loaded()?;
+        crate::driver::requests::wake_loop(&cfg.cluster.state_dir)
     }
+
+    fn install_path(&self, target: InstallTarget) -> Result<PathBuf> {
+        match target {
+            InstallTarget::Binary => running_program(),
+            InstallTarget::Config => Ok(self.config_path.clone()),
+        }
+    }
+
+    fn installed(&self, done: &Installed) {
+        self.log.log(
+            Level::Notice,
+            &format!(
+                "sip-ha serve: the other node installed {}{}",
+                done.path,
+                done.previous
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" (previous kept as {p})"))
+            ),
+        );
+    }
+}
+
+/// The path of the running executable. Linux reports a file replaced since
+/// it started as "<path> (deleted)": the path to replace is then `<path>`.
+fn running_program() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the path of the running sip-ha")?;
+    if !exe.exists() {
+        if let Some(live) = exe
+            .to_str()
+            .and_then(|s| s.strip_suffix(" (deleted)"))
+            .map(PathBuf::from)
+        {
+            return Ok(live);
+        }
+    }
+    Ok(exe)
 }
 
 pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
     let rt = super::runtime()?;
     rt.block_on(async {
-        match &args.status_file {
-            Some(path) => link::serve_stdio(&link::StatusFile(path.clone())).await,
+        let node: Box<dyn LocalNode> = match &args.status_file {
+            Some(path) => Box::new(link::StatusFile(path.clone())),
             None => {
-                let (cfg, role) = super::load(cli)?;
-                link::serve_stdio(&NodeStatus { cfg, role }).await
+                let loaded = super::load(cli).map_err(|e| format!("{e:#}"));
+                if let Err(e) = &loaded {
+                    eprintln!("sip-ha serve: {e}");
+                }
+                let log = match &loaded {
+                    Ok((cfg, role)) => super::logger(cli, Some(cfg), Some(*role)),
+                    Err(_) => super::logger(cli, None, None),
+                };
+                let config_path = std::path::absolute(&cli.config).with_context(|| {
+                    format!("cannot resolve the config path {}", cli.config.display())
+                })?;
+                Box::new(NodeStatus {
+                    config_path,
+                    loaded,
+                    log,
+                })
             }
+        };
+        match &args.install_dir {
+            Some(dir) => {
+                let dir = std::path::absolute(dir)
+                    .with_context(|| format!("cannot resolve {}", dir.display()))?;
+                let redirected = link::InstallDir {
+                    inner: node.as_ref(),
+                    dir,
+                };
+                link::serve_stdio(&redirected).await
+            }
+            None => link::serve_stdio(node.as_ref()).await,
         }
     })?;
     Ok(0)

@@ -4,7 +4,7 @@
 //! payload. The payload is one message encoded with postcard (compact, serde,
 //! no schema on the wire). A frame longer than [`MAX_FRAME`] is refused
 //! before anything is allocated, so a confused or hostile peer cannot make
-//! this node allocate gigabytes; bulk data (file contents, later) travels as a
+//! this node allocate gigabytes; bulk data (the files `sip-ha -c` sends) travels as a
 //! sequence of frames of at most [`MAX_CHUNK`] bytes of data each.
 //!
 //! The end of the stream is only normal *between* frames: [`read_frame`]

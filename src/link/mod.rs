@@ -15,11 +15,14 @@
 //!   stdin/stdout until the client hangs up.
 //! * [`protocol`] — the messages ([`Hello`], [`Request`], [`Response`]) and
 //!   the handshake.
+//! * [`install`] — how `sip-ha serve` takes a new copy of its own program or
+//!   configuration from the other node (`sip-ha -c`), never losing the old
+//!   one.
 //! * [`frame`] — how messages are cut out of a byte stream: each one is a
 //!   4-byte big-endian length, then that many bytes of
 //!   [postcard](https://docs.rs/postcard)-encoded payload, at most
 //!   [`MAX_FRAME`](frame::MAX_FRAME) bytes. Length-prefixed frames carry bulk
-//!   data (file chunks, later) as well as small requests, and a bad length
+//!   data (file chunks) as well as small requests, and a bad length
 //!   or a short read is reported precisely instead of as a decoding error.
 //!
 //! # The handshake
@@ -35,6 +38,18 @@
 //!                              <-- [Response::Status]
 //!   ...
 //!   closes stdin (EOF between frames: a clean end)
+//! ```
+//!
+//! `sip-ha -c` replaces a file on the peer with a few more requests on the
+//! same session (see [`install`]):
+//!
+//! ```text
+//!   [InstallBegin { target, size, mode }] -->
+//!                              <-- [Ok]               (or Error: refused)
+//!   [InstallChunk(<= 1 MiB)] -->                      repeated
+//!                              <-- [Ok]
+//!   [InstallCommit { blake3 }] -->
+//!                              <-- [Installed { path, previous }]
 //! ```
 //!
 //! The client writes nothing until it has read the server's greeting. The
@@ -57,10 +72,12 @@
 //! `untagged`, `skip_serializing_if`).
 
 pub mod frame;
+pub mod install;
 pub mod protocol;
 pub mod serve;
 pub mod ssh;
 
-pub use protocol::{Hello, Request, Response, StatusReply, PROTOCOL_VERSION};
-pub use serve::{serve, serve_stdio, LocalNode, StatusFile};
+pub use install::Installed;
+pub use protocol::{Hello, InstallTarget, Request, Response, StatusReply, PROTOCOL_VERSION};
+pub use serve::{serve, serve_stdio, InstallDir, LocalNode, StatusFile};
 pub use ssh::{probe_status, PeerLink};

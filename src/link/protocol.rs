@@ -56,6 +56,45 @@ pub enum Request {
     /// "Run a round now": sent right after this node gave the address up,
     /// so the peer takes it without waiting for its next interval.
     Wake,
+    /// Start replacing one of the peer's own files (`sip-ha -c`): `size`
+    /// bytes follow in [`InstallChunk`](Request::InstallChunk)s, then
+    /// [`InstallCommit`](Request::InstallCommit). `mode` is the permission
+    /// bits for the binary (the config is always 0600). Answered with
+    /// [`Response::Ok`]; a new `InstallBegin` abandons a transfer in
+    /// progress. See [`install`](super::install).
+    InstallBegin {
+        target: InstallTarget,
+        size: u64,
+        mode: u32,
+    },
+    /// The next bytes of the file, at most [`MAX_CHUNK`](super::frame::MAX_CHUNK).
+    /// Answered with [`Response::Ok`]; an error abandons the transfer.
+    InstallChunk(Vec<u8>),
+    /// All bytes sent: check their BLAKE3 hash and put the file in place.
+    /// Answered with [`Response::Installed`].
+    InstallCommit { blake3: [u8; 32] },
+    /// Abandon the transfer in progress (if any): the old file stays.
+    /// Answered with [`Response::Ok`].
+    InstallAbort,
+}
+
+/// Which of its own files the peer replaces on an install. The peer decides
+/// the path: the client only names the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstallTarget {
+    /// The sip-ha program (`sip-ha serve` runs it).
+    Binary,
+    /// The configuration file `sip-ha serve` was started with.
+    Config,
+}
+
+impl std::fmt::Display for InstallTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InstallTarget::Binary => "the sip-ha program",
+            InstallTarget::Config => "the configuration",
+        })
+    }
 }
 
 /// What the server answers, one per request. New responses go at the end.
@@ -68,6 +107,15 @@ pub enum Response {
     /// The answer to [`Request::Wake`]: whether a resident loop was woken
     /// (false: no loop runs there; its next cron pass will act).
     Woken(bool),
+    /// The answer to [`Request::InstallCommit`]: the file is in place at
+    /// `path` (on the peer); the one it replaced, if any, is kept at
+    /// `previous`.
+    Installed {
+        path: String,
+        previous: Option<String>,
+    },
+    /// Done, nothing to report (install steps).
+    Ok,
 }
 
 /// The peer's answer to [`Request::Status`].
@@ -312,6 +360,38 @@ mod tests {
         });
         let bytes = frame::encode(&reply).unwrap();
         assert_eq!(frame::decode::<Response>(&bytes).unwrap(), reply);
+    }
+
+    /// Existing variants keep their numbers: the install messages were
+    /// added after `Wake` and `Woken`.
+    #[test]
+    fn install_variants_come_last() {
+        assert_eq!(frame::encode(&Request::Status).unwrap(), [0]);
+        assert_eq!(frame::encode(&Request::Wake).unwrap(), [1]);
+        assert_eq!(
+            frame::encode(&Request::InstallBegin {
+                target: InstallTarget::Config,
+                size: 300,
+                mode: 0o600,
+            })
+            .unwrap(),
+            [2, 1, 0xac, 0x02, 0x80, 0x03]
+        );
+        assert_eq!(frame::encode(&Request::InstallAbort).unwrap(), [5]);
+        assert_eq!(frame::encode(&Response::Woken(true)).unwrap(), [2, 1]);
+        assert_eq!(frame::encode(&Response::Ok).unwrap(), [4]);
+        let chunk = Request::InstallChunk(vec![7; 1000]);
+        let bytes = frame::encode(&chunk).unwrap();
+        assert_eq!(bytes.len(), 1 + 2 + 1000, "bytes travel as they are");
+        assert_eq!(frame::decode::<Request>(&bytes).unwrap(), chunk);
+        let done = Response::Installed {
+            path: "/usr/local/sbin/sip-ha".into(),
+            previous: Some("/usr/local/sbin/sip-ha.prev".into()),
+        };
+        assert_eq!(
+            frame::decode::<Response>(&frame::encode(&done).unwrap()).unwrap(),
+            done
+        );
     }
 
     #[test]

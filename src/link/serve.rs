@@ -15,9 +15,15 @@
 //! What the node says about itself comes from a [`LocalNode`], so the
 //! command-line layer decides where the answer comes from (the state file in
 //! production, [`StatusFile`] in tests and labs).
+//!
+//! A session holds at most one file transfer (`sip-ha -c`, see
+//! [`install`](super::install)): from `InstallBegin` to `InstallCommit` or
+//! `InstallAbort`. If the session ends in between, for whatever reason, the
+//! transfer is dropped with it and the file it would have replaced stays.
 
 use super::frame::{self, FrameError};
-use super::protocol::{self, Request, Response, StatusReply};
+use super::install::Receiver;
+use super::protocol::{self, InstallTarget, Request, Response, StatusReply};
 use anyhow::Context;
 use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
@@ -31,10 +37,45 @@ pub trait LocalNode {
     fn wake(&self) -> anyhow::Result<bool> {
         Ok(false)
     }
+    /// The file `sip-ha -c` replaces for `target`: this node's own program
+    /// (the running executable) or the configuration it was started with.
+    /// The default refuses installs.
+    fn install_path(&self, target: InstallTarget) -> anyhow::Result<PathBuf> {
+        anyhow::bail!("this sip-ha serve does not accept {target} from the other node")
+    }
+    /// Called after a file was put in place, for the log.
+    fn installed(&self, _done: &super::install::Installed) {}
+}
+
+/// A [`LocalNode`] that installs into another directory: `sip-ha` and
+/// `sip-ha.toml` in `dir` (`sip-ha serve --install-dir DIR`, for tests and
+/// labs). Everything else is answered by `inner`.
+pub struct InstallDir<'a> {
+    pub inner: &'a dyn LocalNode,
+    pub dir: PathBuf,
+}
+
+impl LocalNode for InstallDir<'_> {
+    fn status(&self) -> anyhow::Result<StatusReply> {
+        self.inner.status()
+    }
+    fn wake(&self) -> anyhow::Result<bool> {
+        self.inner.wake()
+    }
+    fn install_path(&self, target: InstallTarget) -> anyhow::Result<PathBuf> {
+        Ok(self.dir.join(match target {
+            InstallTarget::Binary => "sip-ha",
+            InstallTarget::Config => "sip-ha.toml",
+        }))
+    }
+    fn installed(&self, done: &super::install::Installed) {
+        self.inner.installed(done)
+    }
 }
 
 /// A [`LocalNode`] that reads a [`StatusReply`] as JSON from a file on
 /// every request: for tests and labs (`sip-ha serve --status-file FILE`).
+/// It takes no installs unless wrapped in an [`InstallDir`].
 #[derive(Debug, Clone)]
 pub struct StatusFile(pub PathBuf);
 
@@ -61,14 +102,27 @@ where
     protocol::server_handshake(&mut input, &mut output)
         .await
         .context("sip-ha serve: handshake with the connecting node failed")?;
+    // The transfer in progress, dropped (temporary file removed) on any way
+    // out of this function.
+    let mut transfer: Option<Receiver> = None;
     loop {
         let payload = match frame::read_frame(&mut input).await {
             Ok(Some(payload)) => payload,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e).context("sip-ha serve: reading a request failed"),
+            Ok(None) => {
+                if let Some(rx) = transfer.take() {
+                    cut_short(&rx);
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                if let Some(rx) = transfer.take() {
+                    cut_short(&rx);
+                }
+                return Err(e).context("sip-ha serve: reading a request failed");
+            }
         };
         let response = match frame::decode::<Request>(&payload) {
-            Ok(request) => answer(request, source),
+            Ok(request) => answer(request, source, &mut transfer),
             // The frame boundary is intact, so the session can go on: a newer
             // client may have sent a request this version does not know.
             Err(e) => Response::Error(format!("this sip-ha cannot answer: {e}")),
@@ -79,17 +133,56 @@ where
     }
 }
 
-fn answer(request: Request, source: &dyn LocalNode) -> Response {
-    match request {
-        Request::Status => match source.status() {
-            Ok(reply) => Response::Status(reply),
-            Err(e) => Response::Error(format!("{e:#}")),
+/// Says on stderr that a transfer was abandoned with the session.
+fn cut_short(rx: &Receiver) {
+    eprintln!(
+        "sip-ha serve: the connection ended during the transfer of {}; {} is unchanged",
+        rx.target(),
+        rx.path().display()
+    );
+}
+
+fn answer(request: Request, source: &dyn LocalNode, transfer: &mut Option<Receiver>) -> Response {
+    let result = match request {
+        Request::Status => source.status().map(Response::Status),
+        Request::Wake => source.wake().map(Response::Woken),
+        Request::InstallBegin { target, size, mode } => {
+            // A new transfer replaces one left unfinished.
+            *transfer = None;
+            source
+                .install_path(target)
+                .and_then(|path| Receiver::begin(target, &path, size, mode))
+                .map(|rx| {
+                    *transfer = Some(rx);
+                    Response::Ok
+                })
+        }
+        Request::InstallChunk(data) => match transfer.as_mut() {
+            None => Err(no_transfer()),
+            Some(rx) => rx.chunk(&data).map(|()| Response::Ok).inspect_err(|_| {
+                *transfer = None;
+            }),
         },
-        Request::Wake => match source.wake() {
-            Ok(woken) => Response::Woken(woken),
-            Err(e) => Response::Error(format!("{e:#}")),
+        Request::InstallCommit { blake3 } => match transfer.take() {
+            None => Err(no_transfer()),
+            Some(rx) => rx.commit(blake3).map(|done| {
+                source.installed(&done);
+                Response::Installed {
+                    path: done.path,
+                    previous: done.previous,
+                }
+            }),
         },
-    }
+        Request::InstallAbort => {
+            *transfer = None;
+            Ok(Response::Ok)
+        }
+    };
+    result.unwrap_or_else(|e| Response::Error(format!("{e:#}")))
+}
+
+fn no_transfer() -> anyhow::Error {
+    anyhow::anyhow!("no file transfer in progress (it was refused or abandoned earlier)")
 }
 
 /// Sends `response`, or an error in its place if it cannot be encoded or is

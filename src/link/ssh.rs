@@ -30,19 +30,20 @@
 //!   most [`MAX_CONTROL_DIR_LEN`] bytes; a longer one is refused up front.
 
 use super::frame;
-use super::protocol::{self, HandshakeError, Hello, Request, Response, StatusReply};
+use super::install::Installed;
+use super::protocol::{self, HandshakeError, Hello, InstallTarget, Request, Response, StatusReply};
 use crate::config;
 use anyhow::{anyhow, bail, Context};
 use openssh::{Child, ChildStderr, ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader, BufWriter};
 use tokio::task::JoinHandle;
 
 /// The longest path a Unix socket address holds (108 bytes with the NUL).
@@ -76,6 +77,35 @@ const STDERR_KEEP: usize = 4096;
 
 /// How many characters of ssh's or the peer's messages to quote.
 const QUOTE_MAX: usize = 400;
+
+/// How long one step of [`PeerLink::install`] may take: a chunk of
+/// [`MAX_CHUNK`](frame::MAX_CHUNK) bytes travelling and being written, or the
+/// peer checking and syncing the file.
+pub const INSTALL_STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The mode of a program sent as bytes in memory ([`Payload::Bytes`]).
+const DEFAULT_PROGRAM_MODE: u32 = 0o755;
+
+/// What [`PeerLink::install`] sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// These bytes (a program gets mode 0755).
+    Bytes(&'a [u8]),
+    /// This file's content and mode, read as it is sent.
+    File(&'a Path),
+}
+
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Payload::Bytes(bytes)
+    }
+}
+
+impl<'a> From<&'a Path> for Payload<'a> {
+    fn from(path: &'a Path) -> Self {
+        Payload::File(path)
+    }
+}
 
 /// The ssh client configuration sip-ha uses instead of the user's and the
 /// system's (`ssh -F`). Only options understood by OpenSSH 7.4 and later.
@@ -235,6 +265,127 @@ impl PeerLink {
         }
     }
 
+    /// Replaces the peer's own program or configuration with `payload`
+    /// (`sip-ha -c`), in chunks of at most [`MAX_CHUNK`](frame::MAX_CHUNK)
+    /// bytes followed by their BLAKE3 hash. The peer decides where the file
+    /// goes and keeps the one it replaces; see [`install`](super::install).
+    ///
+    /// On error the peer's file is unchanged, unless the error carries an
+    /// [`Unconfirmed`] context: the link broke after the peer had all the
+    /// bytes and the hash, and the file may or may not be in place.
+    pub async fn install<'a>(
+        &mut self,
+        target: InstallTarget,
+        payload: impl Into<Payload<'a>>,
+    ) -> anyhow::Result<Installed> {
+        let payload = payload.into();
+        let (size, mode, mut source): (u64, u32, Box<dyn AsyncRead + Unpin + Send>) = match payload
+        {
+            Payload::Bytes(bytes) => (bytes.len() as u64, DEFAULT_PROGRAM_MODE, Box::new(bytes)),
+            Payload::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let meta = file
+                    .metadata()
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                (
+                    meta.len(),
+                    meta.permissions().mode() & 0o777,
+                    Box::new(file),
+                )
+            }
+        };
+        let host = self.host;
+        let what = target.to_string();
+        self.install_step(&Request::InstallBegin { target, size, mode })
+            .await
+            .with_context(|| format!("sip-ha on {host} refused {what}"))?;
+
+        let sent = self.send_chunks(&mut *source, size).await;
+        let hash = match sent {
+            Ok(hash) => hash,
+            Err(Step::Local(e)) => {
+                // The link is fine: tell the peer to drop what it has.
+                let _ = self.install_step(&Request::InstallAbort).await;
+                return Err(e.context(format!("sending {what} to {host} stopped")));
+            }
+            Err(Step::Peer(e)) => return Err(e.context(format!("sip-ha on {host} refused {what}"))),
+        };
+        let answer = self
+            .timed(&Request::InstallCommit { blake3: hash })
+            .await
+            .map_err(|e| {
+                e.context(Unconfirmed(format!(
+                    "no answer from {host} after sending all of {what}: it may or may not \
+                     have been put in place"
+                )))
+            })?;
+        match answer {
+            Response::Installed { path, previous } => Ok(Installed { path, previous }),
+            Response::Error(e) => bail!("sip-ha on {host} refused {what}: {e}"),
+            other => bail!("sip-ha on {host} answered the end of {what} with {other:?}"),
+        }
+    }
+
+    /// Reads `size` bytes from `source` and sends them in chunks; returns
+    /// their hash.
+    async fn send_chunks(
+        &mut self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+        size: u64,
+    ) -> Result<[u8; 32], Step> {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; frame::MAX_CHUNK];
+        let mut left = size;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(frame::MAX_CHUNK, |l| l.min(frame::MAX_CHUNK));
+            let got = read_up_to(source, &mut buf[..want])
+                .await
+                .map_err(|e| Step::Local(anyhow!(e).context("reading it failed")))?;
+            if got < want {
+                return Err(Step::Local(anyhow!(
+                    "it shrank while it was being sent ({} of {size} bytes)",
+                    size - left + got as u64
+                )));
+            }
+            hasher.update(&buf[..got]);
+            self.install_step(&Request::InstallChunk(buf[..got].to_vec()))
+                .await
+                .map_err(Step::Peer)?;
+            left -= got as u64;
+        }
+        let mut extra = [0u8; 1];
+        if read_up_to(source, &mut extra).await.unwrap_or(0) > 0 {
+            return Err(Step::Local(anyhow!(
+                "it grew while it was being sent (more than {size} bytes)"
+            )));
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// One install request that the peer answers with [`Response::Ok`].
+    async fn install_step(&mut self, request: &Request) -> anyhow::Result<()> {
+        match self.timed(request).await? {
+            Response::Ok => Ok(()),
+            Response::Error(e) => Err(anyhow!(e)),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// [`request`](Self::request) within [`INSTALL_STEP_TIMEOUT`].
+    async fn timed(&mut self, request: &Request) -> anyhow::Result<Response> {
+        match tokio::time::timeout(INSTALL_STEP_TIMEOUT, self.request(request)).await {
+            Ok(result) => result,
+            Err(_) => bail!(
+                "no answer from sip-ha on {} within {}",
+                self.host,
+                humantime::format_duration(INSTALL_STEP_TIMEOUT)
+            ),
+        }
+    }
+
     /// Sends one request and reads its response.
     ///
     /// After an error the link is in an unknown state: close it and connect
@@ -275,6 +426,42 @@ impl PeerLink {
         drop(stderr);
         stop_master(session).await;
     }
+}
+
+/// The context of an error from [`PeerLink::install`] when the peer had
+/// every byte and the hash but its answer did not come back: the file may
+/// have been put in place. Find it with `error.downcast_ref::<Unconfirmed>()`.
+#[derive(Debug)]
+pub struct Unconfirmed(String);
+
+impl std::fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an install step failed: here (the link is still usable) or at the
+/// peer.
+enum Step {
+    Local(anyhow::Error),
+    Peer(anyhow::Error),
+}
+
+/// Fills `buf` unless the source ends first; returns how many bytes it got.
+async fn read_up_to(
+    source: &mut (dyn AsyncRead + Unpin + Send),
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match source.read(&mut buf[got..]).await {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Stops the SSH master and removes its socket directory. (Dropping the
