@@ -38,6 +38,7 @@ fn help_lists_the_old_tools_flags() {
             "-c, --copy",
             "-d, --disable",
             "-f, --failover",
+            "-c, --copy",
             "-?",
         ] {
             assert!(out.contains(f), "{flag} should list {f}:\n{out}");
