@@ -2,5 +2,6 @@
 //! them.
 #![allow(dead_code)]
 
+pub mod kamailio;
 pub mod netns;
 pub mod sshd;
