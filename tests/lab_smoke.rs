@@ -38,16 +38,58 @@ fn peer_path<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no peer path {name:?} in {status:#}"))
 }
 
+/// What a lab leaves behind if teardown fails: its namespaces, the
+/// processes in them, its directory.
+struct Traces {
+    namespaces: Vec<String>,
+    pids: Vec<i32>,
+    dir: std::path::PathBuf,
+}
+
+impl Traces {
+    fn of(lab: &Lab) -> Traces {
+        let namespaces: Vec<String> = [lab.master().ns(), lab.slave().ns(), lab.client_ns()]
+            .map(str::to_string)
+            .to_vec();
+        let pids = namespaces
+            .iter()
+            .flat_map(|ns| common::netns::pids_in(ns))
+            .collect();
+        Traces {
+            namespaces,
+            pids,
+            dir: lab.dir().to_path_buf(),
+        }
+    }
+
+    fn assert_gone(&self) {
+        let listed = namespaces();
+        for ns in &self.namespaces {
+            assert!(!listed.contains(ns.as_str()), "{ns} left behind:\n{listed}");
+        }
+        let left: Vec<i32> = self.pids.iter().copied().filter(|&p| alive(p)).collect();
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+        if std::env::var_os("SIP_HA_LAB_KEEP").is_none() {
+            assert!(!self.dir.exists(), "{} left behind", self.dir.display());
+        }
+    }
+}
+
 #[test]
 fn lab_comes_up_and_leaves_nothing_behind() {
     let Some(lab) = Lab::start_or_skip(LabOptions::default()) else {
         return;
     };
-    let names = [lab.master().ns(), lab.slave().ns(), lab.client_ns()].map(str::to_string);
+    let traces = Traces::of(&lab);
     let listed = namespaces();
-    for ns in &names {
+    for ns in &traces.namespaces {
         assert!(listed.contains(ns.as_str()), "{ns} missing from:\n{listed}");
     }
+    assert!(
+        traces.pids.len() >= 4,
+        "sshd and Kamailio on both servers: {:?}",
+        traces.pids
+    );
     for node in lab.nodes() {
         assert!(node.sip_service_running(), "{}", lab.diagnostics());
         assert!(!node.holds_service_address());
@@ -76,27 +118,176 @@ fn lab_comes_up_and_leaves_nothing_behind() {
     // Nothing routes out of the lab.
     let routes = lab.master().ip(&["route", "show"]);
     assert!(!routes.contains("default"), "{routes}");
-
-    let pids: Vec<i32> = names
-        .iter()
-        .flat_map(|ns| common::netns::pids_in(ns))
-        .collect();
-    assert!(
-        pids.len() >= 4,
-        "sshd and Kamailio on both servers: {pids:?}"
-    );
-    let dir = lab.dir().to_path_buf();
+    // The client is running too, and a loop: all of it must go.
+    lab.client().start();
+    lab.master().start_loop();
     drop(lab);
+    traces.assert_gone();
+}
 
-    let listed = namespaces();
-    for ns in &names {
-        assert!(!listed.contains(ns.as_str()), "{ns} left behind:\n{listed}");
+#[test]
+fn a_test_that_panics_leaves_nothing_behind() {
+    if !lab::root_or_skip() {
+        return;
     }
-    let left: Vec<i32> = pids.into_iter().filter(|&p| alive(p)).collect();
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    if std::env::var_os("SIP_HA_LAB_KEEP").is_none() {
-        assert!(!dir.exists(), "{} left behind", dir.display());
+    let traces = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let lab = Lab::start(LabOptions::default());
+        lab.client().start();
+        *traces.lock().expect("traces") = Some(Traces::of(&lab));
+        panic!("a lab test fails");
+    }));
+    assert!(result.is_err());
+    let traces = traces
+        .into_inner()
+        .expect("traces")
+        .expect("the lab started");
+    traces.assert_gone();
+}
+
+#[test]
+fn labs_of_dead_test_processes_are_reaped() {
+    if !lab::root_or_skip() {
+        return;
     }
+    // A pid that is certainly gone: a child that ran and was waited for.
+    let mut gone = std::process::Command::new("true")
+        .spawn()
+        .expect("run true");
+    let dead = gone.id();
+    gone.wait().expect("wait for true");
+    // What a test process killed mid-lab leaves: a namespace with a daemon
+    // still running in it, and the lab directory.
+    let ns = format!("{}{dead}-0-master", lab::PREFIX);
+    common::netns::ip(&["netns", "add", &ns]);
+    let mut daemon = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "sleep", "600"])
+        .spawn()
+        .expect("start a process in the stale namespace");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{}{dead}-0.", lab::PREFIX))
+        .tempdir()
+        .expect("a stale lab directory")
+        .keep();
+
+    let _lab = Lab::start(LabOptions::default());
+    assert!(
+        !namespaces().contains(&ns),
+        "{ns} not reaped:\n{}",
+        namespaces()
+    );
+    let reaped = lab::wait_until(PATIENCE, || matches!(daemon.try_wait(), Ok(Some(_))));
+    if !reaped {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+    assert!(reaped, "the process in the stale namespace still runs");
+    assert!(!dir.exists(), "{} not removed", dir.display());
+}
+
+#[test]
+fn the_loop_runs_inside_the_node_with_its_output_logged() {
+    let Some(lab) = Lab::start_or_skip(LabOptions::default()) else {
+        return;
+    };
+    let master = lab.master();
+    master.start_loop();
+    assert!(master
+        .loop_log()
+        .contains("=== lab: sip-ha run --loop started"));
+    // Whatever `run --loop` does in this build, stop_loop ends it (SIGTERM)
+    // and reports how.
+    let status = master.stop_loop();
+    assert!(status.is_some());
+    assert!(!master.loop_running());
+    assert!(master.stop_loop().is_none(), "nothing left to stop");
+}
+
+/// The client's bookkeeping, on a made-up log (no lab needed).
+#[test]
+fn client_log_finds_outages_switches_and_flaps() {
+    use lab::{ClientLog, Probe, Reply};
+    let t0 = std::time::Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let from = SocketAddr::from(([10, 77, 1, 100], 5060));
+    let reply = |at: u64, role: Role| Reply {
+        at: ms(at),
+        status: 200,
+        reason: "OK".into(),
+        server: Some(lab::sip::identity(role)),
+        answered_by: Some(role),
+        from,
+    };
+    // Answered by: M M - - - S S - S M
+    let who = [
+        Some(Role::Master),
+        Some(Role::Master),
+        None,
+        None,
+        None,
+        Some(Role::Slave),
+        Some(Role::Slave),
+        None,
+        Some(Role::Slave),
+        Some(Role::Master),
+    ];
+    let probes: Vec<Probe> = who
+        .iter()
+        .enumerate()
+        .map(|(seq, role)| {
+            let sent = 50 * seq as u64;
+            Probe {
+                seq,
+                sent: ms(sent),
+                reply: role.map(|r| reply(sent + 2, r)),
+                more: Vec::new(),
+            }
+        })
+        .collect();
+    let log = ClientLog {
+        probes,
+        interval: Duration::from_millis(50),
+        complete: true,
+        taken: ms(1000),
+    };
+    let outages = log.outages();
+    assert_eq!(outages.len(), 2, "{outages:?}");
+    assert_eq!((outages[0].lost, outages[0].recovered), (3, true));
+    assert_eq!(outages[0].start, ms(100));
+    assert_eq!(outages[0].end, ms(250));
+    assert_eq!(outages[0].duration, Duration::from_millis(150));
+    assert_eq!(log.longest_outage(), Some(outages[0]));
+    assert_eq!(log.last_answered_by(), Some(Role::Master));
+    assert_eq!(log.answered_by(Role::Slave), 3);
+    let switches = log.switches();
+    assert_eq!(switches.len(), 2);
+    assert_eq!(
+        (switches[0].from, switches[0].to),
+        (Role::Master, Role::Slave)
+    );
+    // Slave, then the master again 200 ms later: both served at once.
+    assert!(log.answered_by_both_at_once());
+    assert!(
+        log.summary()
+            .contains("4 lost in 2 outage(s), longest 150 ms"),
+        "{}",
+        log.summary()
+    );
+
+    // One request answered by both servers is the same sign.
+    let mut log2 = log.clone();
+    log2.probes.truncate(7);
+    assert!(!log2.answered_by_both_at_once());
+    log2.probes[6].more.push(reply(305, Role::Master));
+    assert!(log2.answered_by_both_at_once());
+
+    // A snapshot does not count requests still in flight as lost.
+    let mut snapshot = log.clone();
+    snapshot.complete = false;
+    snapshot.taken = ms(500);
+    snapshot.probes[9].reply = None;
+    assert_eq!(snapshot.settled().len(), 9);
+    assert_eq!(snapshot.outages().len(), 2);
 }
 
 #[test]
@@ -232,7 +423,7 @@ fn client_follows_the_service_address_moved_by_hand() {
         return;
     };
     let (master, slave) = (lab.master(), lab.slave());
-    let service = format!("{}/24", lab.service_address());
+    let service = lab.service_cidr();
     let t = lab.timeline();
 
     master.ip(&["addr", "add", &service, "dev", LAN_IF]);

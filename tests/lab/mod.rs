@@ -80,6 +80,19 @@
 //! eprintln!("{}", log.summary());
 //! ```
 //!
+//! # Faults
+//!
+//! * On the link between the servers: [`Lab::cut_server_link`] (no carrier
+//!   on either side), [`Lab::loss`] / [`Lab::netem`] on `eth1`.
+//! * On a server's LAN side: [`NodeHandle::link_down`]`("eth0")`,
+//!   [`Lab::loss`] / [`Lab::netem`] on `eth0`.
+//! * On a server: [`NodeHandle::kill_sip_service`] (Kamailio dies),
+//!   [`NodeHandle::power_off`], [`NodeHandle::kill_loop`] (sip-ha crashes).
+//!
+//! This project's machines (CI included) run a kernel without netem: there
+//! [`Lab::netem`] does `loss P%` only (through nftables, like [`Lab::loss`])
+//! and delay or jitter tests must check [`Lab::netem_supported`] and skip.
+//!
 //! Never assert wall-clock bounds: wait with generous timeouts
 //! ([`Lab::wait_until`]) and measure ([`ClientLog::outages`]); the machine is
 //! shared with other builds.
@@ -229,14 +242,7 @@ impl Lab {
     /// [`Lab::start`] when running as root; otherwise says why it skips and
     /// returns `None`.
     pub fn start_or_skip(options: LabOptions) -> Option<Lab> {
-        if !netns::is_root() {
-            eprintln!(
-                "skipped: the two-server lab needs root (network namespaces, sshd); \
-                 run the suite as root (sudo scripts/test.sh)"
-            );
-            return None;
-        }
-        Some(Lab::start(options))
+        root_or_skip().then(|| Lab::start(options))
     }
 
     fn build_network(&self) {
@@ -337,7 +343,7 @@ impl Lab {
         }
         for node in &self.nodes {
             let text = config::render(&self.options, &self.config_params(node));
-            std::fs::write(node.config_path(), text).expect("write the node's sip-ha.toml");
+            write_private(&node.config_path(), &text);
         }
         for node in &self.nodes {
             node.start_sip_service();
@@ -429,6 +435,11 @@ impl Lab {
     /// 10.77.N.100, the address that moves.
     pub fn service_address(&self) -> Ipv4Addr {
         service_address(self.net)
+    }
+
+    /// `10.77.N.100/24`, as `ip addr add` and the config write it.
+    pub fn service_cidr(&self) -> String {
+        format!("{}/24", self.service_address())
     }
 
     /// 10.77.N.1, the client, which is also the witness.
@@ -627,6 +638,19 @@ impl Drop for Lab {
     }
 }
 
+/// Whether lab tests can run here (as root); if not, says why the calling
+/// test skips. For tests that start their lab in a way of their own.
+pub fn root_or_skip() -> bool {
+    let root = netns::is_root();
+    if !root {
+        eprintln!(
+            "skipped: the two-server lab needs root (network namespaces, sshd); \
+             run the suite as root (sudo scripts/test.sh)"
+        );
+    }
+    root
+}
+
 fn service_address(net: u8) -> Ipv4Addr {
     lan_address(net, 100)
 }
@@ -677,6 +701,22 @@ fn reap_stale() {
             }
         }
     }
+}
+
+/// Writes `text` to `path` readable by its owner only, as `sip-ha.toml`
+/// is installed (sip-ha may refuse a world-readable one holding secrets).
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// `ip -n <ns> args...`; panics with ip's message on failure; stdout.
