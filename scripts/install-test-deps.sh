@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, every real part the test suite talks to:
 # sshd, Kamailio (the SIP service), sipp, keepalived and rsync (for the
-# benchmarks), an SMTP server, snmptrapd, arping and iproute2 (namespaces).
+# benchmarks), an SMTP server, snmptrapd, arping, iproute2 (namespaces) and
+# nftables (packet loss in the two-server lab).
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ pkgs=(
   kamailio                        # the real SIP server tests probe and fail over
   sip-tester sipsak               # SIP clients for the watching client
   iproute2 iputils-ping arping    # namespaces, veth, bridge, tc netem, ARP
+  nftables                        # packet loss in the lab where the kernel has no netem
   keepalived rsync                # what the benchmarks compare against
   python3-aiosmtpd                # a real SMTP server for the alert tests
   snmptrapd snmp                  # a real trap receiver

@@ -7,10 +7,9 @@
 //! No test bounds wall-clock time except with a generous timeout proving
 //! that a probe does not hang.
 
-#[path = "common/kamailio.rs"]
-mod kamailio;
+mod common;
 
-use kamailio::Kamailio;
+use common::kamailio::Kamailio;
 use sip_ha::config::{Check, CheckKind, SipTarget, Transport, Witness};
 use sip_ha::probe::{self, ProbeResult};
 use std::future::Future;

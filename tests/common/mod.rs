@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod example;
+pub mod kamailio;
 pub mod netns;
 pub mod sshd;
 pub mod syslog;

@@ -18,6 +18,16 @@
 //! every socket it opens (netlink, packet) belongs to that namespace. Other
 //! threads of the test process are unaffected.
 //!
+//! Code that needs no async runtime (a plain socket loop, a readiness check)
+//! uses [`in_ns_sync`] or [`enter`] instead.
+//!
+//! Processes started inside a namespace (`ip netns exec NS ...`) keep it
+//! alive after `ip netns del`, and outlive a test process that is killed.
+//! [`delete`] therefore kills every process still in the namespace first, and
+//! [`reap_stale_with_prefix`] does the same for namespaces of dead test
+//! processes (the lab in `tests/lab/` names its namespaces differently and
+//! reaps them with it).
+//!
 //! Needs root (`ip netns add`); [`Pair::new_or_skip`] returns `None`, after
 //! saying so, when not root.
 
@@ -181,7 +191,7 @@ impl Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         for h in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", &h.ns]).status();
+            delete(&h.ns);
         }
     }
 }
@@ -219,10 +229,7 @@ where
 {
     std::thread::scope(|scope| {
         let thread = scope.spawn(|| {
-            let path = format!("/run/netns/{name}");
-            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            enter(name);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -235,9 +242,91 @@ where
     })
 }
 
+/// Runs `f` to completion on a new thread that has joined the network
+/// namespace `name`, without an async runtime: for plain sockets. A panic
+/// inside is passed on to the caller.
+pub fn in_ns_sync<F, T>(name: &str, f: F) -> T
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            enter(name);
+            f()
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Moves the calling thread into the network namespace `name` for good.
+/// Only for threads made for the purpose: the thread cannot come back, and
+/// every socket it opens from now on belongs to `name`.
+pub fn enter(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+}
+
+/// The processes whose network namespace is `name` (`ip netns pids`),
+/// except this test process itself.
+pub fn pids_in(name: &str) -> Vec<i32> {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|&p| p != me)
+        .collect()
+}
+
+/// SIGKILLs every process in the namespace `name` (see [`pids_in`]) and
+/// waits, up to 10 s, until none is left. These are processes the tests
+/// started there (sshd, Kamailio, sip-ha, ssh) or that those started.
+pub fn kill_all_in(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pids = pids_in(name);
+        if pids.is_empty() || std::time::Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Deletes the namespace `name` after killing what still runs in it; a
+/// namespace that does not exist is not an error.
+pub fn delete(name: &str) {
+    if !std::path::Path::new(&format!("/run/netns/{name}")).exists() {
+        return;
+    }
+    kill_all_in(name);
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 /// Deletes `siphat-<pid>-...` namespaces whose test process is gone (a run
 /// killed before its Drop ran).
 fn reap_stale() {
+    reap_stale_with_prefix(PREFIX);
+}
+
+/// Deletes the namespaces named `<prefix><pid>-...` whose test process `pid`
+/// is no longer running, killing what still runs in them (see [`delete`]).
+pub fn reap_stale_with_prefix(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -245,14 +334,23 @@ fn reap_stale() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        if pid_is_gone(name, prefix) {
+            delete(name);
         }
     }
+}
+
+/// Whether `name` is `<prefix><pid>-...` and process `pid` is gone.
+pub fn pid_is_gone(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    let Some(pid) = rest
+        .split(['-', '.'])
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -2,7 +2,9 @@
 //!
 //! Each instance lives in its own temporary directory with a fresh ed25519
 //! host key, a fresh client key, its own `authorized_keys` and
-//! `known_hosts`, and runs `/usr/sbin/sshd -D -e -f <dir>/sshd_config` as a
+//! `known_hosts` (or in a directory the caller names, see
+//! [`SshdOptions::dir`], where keys and `authorized_keys` survive a restart,
+//! as on a real server that reboots), and runs `/usr/sbin/sshd -D -e -f <dir>/sshd_config` as a
 //! child process that is killed when the value is dropped. It is ready when
 //! sshd logs `Server listening on`, which works wherever sshd runs: on
 //! loopback here, or inside a network namespace when started through a
@@ -42,6 +44,11 @@ pub struct SshdOptions {
     pub user: Option<String>,
     /// Extra `sshd_config` lines.
     pub extra_config: String,
+    /// Keep everything in this directory (created if missing) instead of a
+    /// temporary one, and leave it in place on drop. Keys and
+    /// `authorized_keys` already there are reused, so an sshd restarted on
+    /// the same directory has the same host key and the same logins.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for SshdOptions {
@@ -52,13 +59,16 @@ impl Default for SshdOptions {
             wrapper: Vec::new(),
             user: None,
             extra_config: String::new(),
+            dir: None,
         }
     }
 }
 
 /// A running sshd and the files a client needs to reach it.
 pub struct TestSshd {
-    dir: tempfile::TempDir,
+    /// The temporary directory, when sshd has one (removed on drop).
+    _temp: Option<tempfile::TempDir>,
+    dir: PathBuf,
     pub listen: IpAddr,
     pub port: u16,
     /// The user to log in as.
@@ -88,19 +98,30 @@ impl TestSshd {
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install openssh-server (scripts/install-test-deps.sh)"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("sip-ha-sshd.")
-            .tempdir()
-            .expect("temporary directory");
-        let path = dir.path();
+        let (temp, dir) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+                (None, dir.clone())
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("sip-ha-sshd.")
+                    .tempdir()
+                    .expect("temporary directory");
+                let dir = temp.path().to_path_buf();
+                (Some(temp), dir)
+            }
+        };
+        let path = dir.as_path();
         let user = options.user.clone().unwrap_or_else(current_user);
         let port = options.port.unwrap_or_else(|| free_port(options.listen));
 
         let host_key = path.join("host_ed25519");
-        keygen(&host_key, "sip-ha test host");
+        keygen_if_missing(&host_key, "sip-ha test host");
         let host_public_key = public_key(&host_key);
         let client_key = path.join("client_ed25519");
-        keygen(&client_key, "sip-ha test client");
+        keygen_if_missing(&client_key, "sip-ha test client");
 
         let authorized_keys = path.join("authorized_keys");
         let known_hosts = path.join("known_hosts");
@@ -172,6 +193,7 @@ impl TestSshd {
         });
 
         let mut sshd = TestSshd {
+            _temp: temp,
             dir,
             listen: options.listen,
             port,
@@ -196,13 +218,17 @@ impl TestSshd {
         }
         std::fs::write(&sshd.known_hosts, sshd.known_hosts_line() + "\n")
             .expect("write known_hosts");
-        sshd.authorize(None);
+        // A restart on a kept directory keeps the logins set up before.
+        if !sshd.authorized_keys.exists() {
+            sshd.authorize(None);
+        }
         sshd
     }
 
-    /// The server's temporary directory, removed on drop.
+    /// The server's directory (temporary and removed on drop, unless
+    /// [`SshdOptions::dir`] named it).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// The `known_hosts` line for this server: `[addr]:port ssh-ed25519 ...`.
@@ -225,6 +251,28 @@ impl TestSshd {
             authorized_keys_line(&key, forced_command),
         )
         .expect("write authorized_keys");
+    }
+
+    /// Makes `public_key` (`ssh-ed25519 AAAA...`) the only authorized key,
+    /// locked down as on a production peer:
+    /// `restrict,command="<command>" <key>`. `restrict` turns off every
+    /// forwarding, the pty and `~/.ssh/rc`; sshd runs the forced command
+    /// instead of whatever the client asked for.
+    pub fn authorize_restricted(&self, public_key: &str, command: &str) {
+        std::fs::write(
+            &self.authorized_keys,
+            format!(
+                "restrict,command=\"{}\" {}\n",
+                command.replace('\\', "\\\\").replace('"', "\\\""),
+                public_key.trim()
+            ),
+        )
+        .expect("write authorized_keys");
+    }
+
+    /// Whether the sshd process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Adds another public key (`ssh-ed25519 AAAA...`) to `authorized_keys`.
@@ -291,6 +339,13 @@ pub fn keygen(path: &Path, comment: &str) {
         .status()
         .expect("run ssh-keygen");
     assert!(status.success(), "ssh-keygen failed for {}", path.display());
+}
+
+/// [`keygen`], unless `path` already holds a key.
+pub fn keygen_if_missing(path: &Path, comment: &str) {
+    if !path.exists() {
+        keygen(path, comment);
+    }
 }
 
 /// The public half of a key made by [`keygen`], without its comment.
