@@ -125,11 +125,12 @@ impl Status {
         let service = cfg.cluster.service_address.addr().to_string();
         // The interface is the truth; the state file is the fallback.
         let holds = g.holds_address.unwrap_or(mem.stance == Stance::Active);
-        let peer_report = g
-            .peer
-            .as_ref()
-            .and_then(|p| p.report.clone())
-            .or_else(|| mem.last_peer.clone());
+        // What the peer says now; its last report only when it was not
+        // asked this time (a stale "I hold it" must not read as split brain).
+        let peer_report = match &g.peer {
+            Some(p) => p.report.clone(),
+            None => mem.last_peer.clone(),
+        };
         let peer_holds = peer_report.as_ref().is_some_and(|r| r.holds_address);
         let peer_reachable = g
             .peer

@@ -278,6 +278,11 @@ impl Node {
         matches!(&obs.peer.report, Some(r) if r.stance == Stance::Ready && !r.holds_address)
     }
 
+    /// The peer yields only because its health is not known yet.
+    fn starting(r: &Report) -> bool {
+        r.health == Health::Unknown && !r.maintenance && r.active != Some(r.role.peer())
+    }
+
     fn event(&self, kind: EventKind, reason: String, at_ms: u64) -> Action {
         Action::Notify(Event {
             kind,
@@ -483,6 +488,14 @@ impl Node {
                 // not configured): not enough to act on.
                 None => None,
                 Some(r) if r.holds_address || r.stance == Stance::Active => None,
+                // A peer that yields only because it has not yet seen its
+                // own service healthy is starting up, not failed: it counts
+                // as ready, so the master keeps its priority.
+                Some(r) if r.stance == Stance::Yield && Self::starting(r) => {
+                    (self.role == Role::Master).then(|| {
+                        "neither server is active and the master is active by default".to_string()
+                    })
+                }
                 Some(r) if r.stance == Stance::Yield => Some(if r.maintenance {
                     format!("the {peer} is disabled (maintenance)")
                 } else if r.health == Health::Down {

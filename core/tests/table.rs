@@ -396,3 +396,19 @@ fn when_restarts_run_out_the_slave_takes_over() {
     assert_eq!(restarts, 2, "max_restarts per window");
     assert_eq!(p.holder(), Some(Role::Slave));
 }
+
+#[test]
+fn a_master_that_starts_later_is_not_overtaken_by_the_slave() {
+    let mut p = Pair::new(Policy::default());
+    // The master's sip-ha starts while the slave has been running for a
+    // while: its health is unknown for rise_after rounds.
+    p.master.alive = false;
+    p.rounds(2);
+    p.master.alive = true;
+    p.rounds(1);
+    assert_eq!(p.holder(), None, "the slave waits while the master starts");
+    // With dead_after = 3 the slave had counted the master dead: it must
+    // not take while the master is back and starting.
+    p.rounds(5);
+    assert_eq!(p.holder(), Some(Role::Master));
+}

@@ -34,7 +34,7 @@ pub fn run(cli: &Cli, command: Command) -> Result<i32> {
                 eprintln!("sip-ha: {n}");
             }
             let rt = super::runtime()?;
-            let mut driver = Driver::new(cfg.clone(), role, loaded.state, log.clone());
+            let mut driver = Driver::one_shot(cfg.clone(), role, loaded.state, log.clone());
             let outcome = rt.block_on(async {
                 let r = driver.round(Some(command)).await;
                 driver.settle().await;

@@ -36,11 +36,12 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         eprintln!("sip-ha: {n}");
     }
     let rt = super::runtime()?;
-    let mut driver = Driver::new(cfg, role, loaded.state, log);
     rt.block_on(async {
         if args.resident {
+            let driver = Driver::new(cfg, role, loaded.state, log);
             resident::run(driver, cli.config.clone(), role).await
         } else {
+            let mut driver = Driver::one_shot(cfg, role, loaded.state, log);
             let result = driver.round(None).await;
             driver.settle().await;
             result.map(|_| ())

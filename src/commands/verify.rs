@@ -32,7 +32,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
     notices.extend(loaded.notice);
     let logger = super::logger(cli, None, Some(role));
     let rt = super::runtime()?;
-    let round = rt.block_on(async { Observer::new(&cfg, role).round(&logger).await });
+    let round = rt.block_on(async { Observer::new(&cfg, role).all_paths().round(&logger).await });
     let peer = cfg.node(role.peer());
     let gathered = Gathered {
         holds_address: Some(round.holds_address),

@@ -44,8 +44,25 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// A driver for a resident loop: the SSH link to the peer is kept and
+    /// (re)connected in the background.
     pub fn new(cfg: Config, role: Role, state: State, log: Logger) -> Driver {
-        let observer = Observer::new(&cfg, role);
+        Driver::with_observer(Observer::new(&cfg, role), cfg, role, state, log)
+    }
+
+    /// A driver for one round (a cron pass, `-f`, `-d`): it waits for the
+    /// SSH connection, since there is no next round to use it.
+    pub fn one_shot(cfg: Config, role: Role, state: State, log: Logger) -> Driver {
+        Driver::with_observer(Observer::new(&cfg, role).one_shot(), cfg, role, state, log)
+    }
+
+    fn with_observer(
+        observer: Observer,
+        cfg: Config,
+        role: Role,
+        state: State,
+        log: Logger,
+    ) -> Driver {
         Driver {
             cfg,
             role,
@@ -84,7 +101,7 @@ impl Driver {
             witness_ok: observed.witness_ok,
             peer: observed.peer_view.clone(),
             holds_address: observed.holds_address,
-            address_conflict: false,
+            address_conflict: observed.address_conflict,
             command,
         };
         let mut node = Node::new(

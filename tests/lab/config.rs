@@ -226,7 +226,7 @@ pub(crate) fn render(options: &LabOptions, p: &Params) -> String {
                 .key("kind", quote("sip-options"))
                 .key("name", quote("kamailio"))
                 .key("target", quote(format!("sip:ping@127.0.0.1:{SIP_PORT}")))
-                .key("timeout", quote("500ms"));
+                .key("timeout", quote("250ms"));
             check.array = true;
             check.render(&mut s);
             s
