@@ -97,7 +97,11 @@ impl Logger {
             return;
         }
         if self.echo {
-            eprintln!("sip-ha: {msg}");
+            eprintln!(
+                "{} sip-ha[{}]: {msg}",
+                local_time(now_ms()),
+                std::process::id()
+            );
         }
         self.open_syslog();
         // A message with an interior NUL is cut there rather than lost.
@@ -132,6 +136,10 @@ impl Logger {
             }
         }
     }
+}
+
+fn now_ms() -> u64 {
+    crate::state::now_ms()
 }
 
 /// Format a time in ms since the epoch as local time, as the history shows.

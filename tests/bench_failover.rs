@@ -35,7 +35,10 @@ fn default_timings() -> LabOptions {
 }
 
 fn holder(lab: &Lab) -> Option<Role> {
-    match (lab.master().holds_service_address(), lab.slave().holds_service_address()) {
+    match (
+        lab.master().holds_service_address(),
+        lab.slave().holds_service_address(),
+    ) {
         (true, false) => Some(Role::Master),
         (false, true) => Some(Role::Slave),
         _ => None,
@@ -53,7 +56,8 @@ fn one_trial(lab: &Lab) -> Duration {
     std::thread::sleep(Duration::from_millis(1500));
     lab.master().kill_sip_service();
     let moved = lab.wait_until(PATIENCE, || {
-        holder(lab) == Some(Role::Slave) && lab.client().snapshot().last_answered_by() == Some(Role::Slave)
+        holder(lab) == Some(Role::Slave)
+            && lab.client().snapshot().last_answered_by() == Some(Role::Slave)
     });
     assert!(moved, "no takeover:\n{}", lab.diagnostics());
     std::thread::sleep(Duration::from_millis(500));
@@ -67,7 +71,10 @@ fn summarize(name: &str, outages: &mut [f64]) -> (f64, f64) {
     eprintln!(
         "{name}: trials={} p50={p50:.3}s p95={p95:.3}s all={:?}",
         outages.len(),
-        outages.iter().map(|o| format!("{o:.3}")).collect::<Vec<_>>()
+        outages
+            .iter()
+            .map(|o| format!("{o:.3}"))
+            .collect::<Vec<_>>()
     );
     (p50, p95)
 }
@@ -88,7 +95,11 @@ fn sip_ha_trials(n: usize) -> Vec<f64> {
         let up = lab.wait_until(PATIENCE, || lab.master().status_json()["health"] == "up");
         assert!(up, "{}", lab.diagnostics());
         let out = lab.slave().sip_ha(&["-f"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     outages
 }
@@ -154,7 +165,15 @@ fn start_keepalived(lab: &Lab) -> Keepalived {
         std::fs::write(&conf, keepalived_conf(lab, role)).unwrap();
         let log = std::fs::File::create(dir.join("keepalived.log")).unwrap();
         let child = std::process::Command::new("ip")
-            .args(["netns", "exec", node.ns(), "keepalived", "--dont-fork", "--log-console", "--vrrp"])
+            .args([
+                "netns",
+                "exec",
+                node.ns(),
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--vrrp",
+            ])
             .arg("--use-file")
             .arg(&conf)
             .arg("--pid")
@@ -178,7 +197,11 @@ fn keepalived_trials(n: usize) -> Vec<f64> {
         // keepalived preempts: the master takes back on its own once its
         // check rises again. Let it settle before each trial.
         let normal = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
-        assert!(normal, "trial {i}: keepalived master never held the VIP:\n{}", lab.diagnostics());
+        assert!(
+            normal,
+            "trial {i}: keepalived master never held the VIP:\n{}",
+            lab.diagnostics()
+        );
         std::thread::sleep(Duration::from_secs(3));
         outages.push(one_trial(&lab).as_secs_f64());
         lab.master().start_sip_service();
@@ -196,7 +219,10 @@ fn failover_sip_ha_vs_keepalived() {
     let mut ours = sip_ha_trials(n);
     let mut theirs = keepalived_trials(n);
     let (p50, p95) = summarize("sip-ha (interval 1s, fail_after 3)", &mut ours);
-    let (k50, k95) = summarize("keepalived (advert_int 1, vrrp_script interval 1 fall 3)", &mut theirs);
+    let (k50, k95) = summarize(
+        "keepalived (advert_int 1, vrrp_script interval 1 fall 3)",
+        &mut theirs,
+    );
     eprintln!(
         "ratio sip-ha/keepalived: p50 {:.2}, p95 {:.2}",
         p50 / k50,
@@ -235,5 +261,9 @@ fn no_false_failover_under_loss() {
         start.elapsed().as_secs(),
         !moved
     );
-    assert!(!moved && takeovers == 0, "false failover:\n{}", lab.diagnostics());
+    assert!(
+        !moved && takeovers == 0,
+        "false failover:\n{}",
+        lab.diagnostics()
+    );
 }

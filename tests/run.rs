@@ -160,3 +160,58 @@ fn a_corrupt_state_file_is_kept_aside_and_the_node_starts_as_standby() {
     .unwrap();
     assert_eq!(state["memory"]["stance"], "yield");
 }
+
+#[test]
+fn the_loop_keeps_logging_after_the_syslog_daemon_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_in(dir.path());
+    let mut log = SyslogCapture::new();
+    let mut child = log
+        .command(Path::new(BIN), true)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--node", "master", "run", "--loop"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("state/loop.pid");
+    fn wait(mut what: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if what() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+    assert!(wait(|| pid_file.exists()), "the loop wrote its pid");
+    let mut seen = Vec::new();
+    assert!(
+        wait(|| {
+            seen.extend(log.lines());
+            seen.iter().any(|l| l.contains("loop started"))
+        }),
+        "{seen:?}"
+    );
+    log.restart();
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut after = Vec::new();
+    let got = wait(|| {
+        after.extend(log.lines());
+        after.iter().any(|l| l.contains("SIGHUP: reloaded"))
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status();
+    let _ = child.wait();
+    assert!(
+        got,
+        "no line reached the restarted syslog socket: {after:?}"
+    );
+}

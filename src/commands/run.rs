@@ -38,6 +38,10 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let rt = super::runtime()?;
     rt.block_on(async {
         if args.resident {
+            let mut log = log;
+            // In the foreground or with stderr to a file, also write the log
+            // there; under systemd (JOURNAL_STREAM set) syslog is enough.
+            log.echo = std::env::var_os("JOURNAL_STREAM").is_none();
             let driver = Driver::new(cfg, role, loaded.state, log);
             resident::run(driver, cli.config.clone(), role).await
         } else {

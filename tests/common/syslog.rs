@@ -50,6 +50,17 @@ impl SyslogCapture {
         c
     }
 
+    /// What a restart of the syslog daemon does to `/dev/log`: the socket
+    /// is closed, removed and made anew at the same path. Lines sent to the
+    /// old one are lost; a logger must reconnect to reach the new one.
+    pub fn restart(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        self.socket = UnixDatagram::bind(&self.path).expect("bind the new syslog socket");
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("socket timeout");
+    }
+
     /// Every line received so far (waits briefly for stragglers).
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
