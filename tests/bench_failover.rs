@@ -267,3 +267,36 @@ fn no_false_failover_under_loss() {
         lab.diagnostics()
     );
 }
+
+#[test]
+#[ignore = "benchmark: run by bench/failover.sh"]
+fn cron_pass_time_when_nothing_changes() {
+    if !lab::root_or_skip() {
+        return;
+    }
+    let lab = Lab::start(default_timings());
+    let settled = lab.wait_until(PATIENCE, || {
+        for n in lab.nodes() {
+            n.run_pass();
+        }
+        holder(&lab) == Some(Role::Master) && lab.slave().status_json()["state"] == "normal"
+    });
+    assert!(settled, "{}", lab.diagnostics());
+    for role in [Role::Master, Role::Slave] {
+        let mut times: Vec<f64> = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                let out = lab.node(role).run_pass();
+                assert!(out.status.success());
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(|a, b| a.total_cmp(b));
+        eprintln!(
+            "sip-ha run (cron pass, nothing changes) on the {role}: p50={:.3}s max={:.3}s",
+            percentile(&times, 0.5),
+            percentile(&times, 1.0)
+        );
+    }
+    assert_eq!(holder(&lab), Some(Role::Master), "nothing moved");
+}

@@ -208,3 +208,24 @@ fn bad_configs_are_refused_with_line_and_nothing_written() {
         assert!(!dir.path().join("state").exists(), "{to}: nothing written");
     }
 }
+
+#[test]
+fn check_config_never_prints_the_ami_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_in(dir.path());
+    let src = std::fs::read_to_string(&cfg).unwrap();
+    let ami = "\n[[health.check]]\nkind = \"ami\"\nuser = \"sipha\"\nsecret = \"s3cret-xyz\"\n";
+    let src = src.replacen("\n[peer]", &format!("{ami}\n[peer]"), 1);
+    std::fs::write(&cfg, src).unwrap();
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--node", "master", "check-config"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("Ami {"), "the check is listed: {out}");
+    assert!(!out.contains("s3cret-xyz"), "{out}");
+    assert!(out.contains("(hidden)"), "{out}");
+}

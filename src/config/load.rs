@@ -769,7 +769,7 @@ impl Ctx<'_> {
                     host,
                     port: self.port(&raw.port, "port", 5038),
                     user: user.map(|u| u.get_ref().clone())?,
-                    secret: secret.map(|s| s.get_ref().clone())?,
+                    secret: secret.map(|s| s.get_ref().clone().into())?,
                 }
             }
             "process" => match (&raw.pidfile, &raw.name) {

@@ -130,7 +130,7 @@ pub enum CheckKind {
         host: String,
         port: u16,
         user: String,
-        secret: String,
+        secret: Secret,
     },
     /// A process, by pidfile or by name, checked in /proc.
     Process {
@@ -220,4 +220,33 @@ pub struct Hooks {
     pub on_standby: Option<String>,
     pub on_disable: Option<String>,
     pub timeout: Duration,
+}
+
+/// A password from the config. Its `Debug` (what `check-config` prints)
+/// hides it; use [`Secret::expose`] where it is really sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"(hidden)\"")
+    }
 }

@@ -114,7 +114,7 @@ pub async fn run_check(check: &Check) -> ProbeResult {
             port,
             user,
             secret,
-        } => bounded(kind, t, ami::probe(host, *port, user, secret)).await,
+        } => bounded(kind, t, ami::probe(host, *port, user, secret.expose())).await,
         CheckKind::Process { pidfile, name } => {
             bounded(kind, t, process::probe(pidfile.as_deref(), name.as_deref())).await
         }
