@@ -2,7 +2,7 @@
 //! `health.interval`.
 //!
 //! * After a round in which anything failed (a local probe, the witness,
-//!   every path to the peer, or the peer's own health) the next one comes after a quarter of the interval, so a
+//!   every path to the peer, or the peer's own health) the next one comes after a fifth of the interval, so a
 //!   failure is confirmed `fail_after` times quickly rather than slowly.
 //! * SIGUSR1 starts a round at once: an operator command is waiting, or the
 //!   peer just gave the address up and wants this node to take it.
@@ -75,7 +75,7 @@ pub async fn run(mut driver: Driver, config_path: PathBuf, role: Role) -> Result
         }
 
         let interval = driver.cfg().health.interval;
-        let pause = if hurry { interval / 4 } else { interval };
+        let pause = if hurry { interval / 5 } else { interval };
         tokio::select! {
             _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
             _ = usr1.recv() => {}

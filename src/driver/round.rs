@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 /// How long to listen for another host answering for the address before
-/// taking it. Every millisecond here is outage; 200 ms covers a LAN.
-const CONFLICT_WAIT: Duration = Duration::from_millis(200);
+/// taking it. Every millisecond here is outage; on a LAN a holder answers
+/// an ARP probe within a millisecond or two, so 100 ms is ample.
+const CONFLICT_WAIT: Duration = Duration::from_millis(100);
 
 /// What a round saw and did.
 #[derive(Debug)]
