@@ -15,6 +15,7 @@
 //! * [`link`]: the SSH link to `sip-ha serve` on the peer and its framed
 //!   protocol.
 //! * [`state`]: the state file and the lock in `state_dir`.
+//! * [`sync`]: scan, manifest, hash tree and diff of the synced directories.
 //! * [`log`]: syslog(3) and the history log on each node.
 //! * [`status`]: the `-v` screen and its JSON.
 //! * [`commands`]: one file per thing the command line can ask for.
@@ -32,3 +33,4 @@ pub mod observe;
 pub mod probe;
 pub mod state;
 pub mod status;
+pub mod sync;

@@ -1,0 +1,924 @@
+//! The manifest: one side's picture of a synced tree, path by path.
+//!
+//! A [`Manifest`] maps each [`RelPath`] below a sync root to an [`Entry`]: what
+//! it is (file with size and blake3 content hash, directory, symlink with its
+//! target text) and its metadata (mode, owner by id *and* name, times, device
+//! and inode). The paths are ordered component by component (`a`, `a/b`,
+//! `a.b`), so a directory's whole subtree follows it directly: iterating
+//! gives parents before children, and reversing gives children before
+//! parents.
+//!
+//! Besides entries, a manifest lists *unsettled* paths: they exist on this
+//! side but could not be described this run (a file that kept changing while
+//! it was hashed, an unreadable directory, a mount point, a fifo). The diff
+//! never creates, updates or deletes anything at or below an unsettled path,
+//! so a file that is merely busy is never deleted on the other side.
+//!
+//! The sender keeps its last manifest in the state directory: the next scan
+//! reuses the hash of every file whose stat has not changed, so a no-change
+//! run reads no file contents. [`Manifest::load`] never fails (a missing or
+//! corrupt file only costs re-hashing); [`Manifest::save`] writes atomically.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fmt;
+use std::ops::Bound;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A validated path relative to a sync root, as raw bytes (file names need
+/// not be UTF-8).
+///
+/// It has no leading `/`, no empty, `.` or `..` component and no NUL byte,
+/// so joining it under a root can never leave the root. The empty path is
+/// the root itself ([`RelPath::root`]); [`RelPath::new`] refuses it so that a
+/// path received for a file can never name the root.
+///
+/// Ordering is component-wise (`/` sorts before every other byte): a
+/// directory's descendants come right after it, before its next sibling.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RelPath(Vec<u8>);
+
+/// Why bytes are not a [`RelPath`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid relative path {path:?}: {reason}")]
+pub struct BadPath {
+    /// The offending bytes, lossily decoded for the message.
+    pub path: String,
+    pub reason: &'static str,
+}
+
+impl RelPath {
+    /// The longest path accepted (Linux's `PATH_MAX`).
+    pub const MAX_LEN: usize = 4096;
+
+    /// A path below the root: `a/b/c`. Refuses the empty path, absolute
+    /// paths, empty, `.` and `..` components and NUL bytes.
+    pub fn new(bytes: &[u8]) -> Result<RelPath, BadPath> {
+        let bad = |reason| BadPath {
+            path: String::from_utf8_lossy(bytes).into_owned(),
+            reason,
+        };
+        if bytes.is_empty() {
+            return Err(bad("empty (the root is RelPath::root())"));
+        }
+        if bytes.len() > Self::MAX_LEN {
+            return Err(bad("longer than 4096 bytes"));
+        }
+        if bytes[0] == b'/' {
+            return Err(bad("absolute"));
+        }
+        for component in bytes.split(|&b| b == b'/') {
+            check_name(component).map_err(bad)?;
+        }
+        Ok(RelPath(bytes.to_vec()))
+    }
+
+    /// The root of the synced tree (the empty path).
+    pub fn root() -> RelPath {
+        RelPath(Vec::new())
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// From a path relative to the root, as the walk produces it; the empty
+    /// path gives the root.
+    pub fn from_path(path: &Path) -> Result<RelPath, BadPath> {
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() {
+            Ok(RelPath::root())
+        } else {
+            RelPath::new(bytes)
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// As a relative `Path` (empty for the root): `root.join(p.as_path())`.
+    pub fn as_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
+    }
+
+    /// The last component; empty for the root.
+    pub fn file_name(&self) -> &[u8] {
+        match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => &self.0[i + 1..],
+            None => &self.0,
+        }
+    }
+
+    /// The directory containing this path; `None` for the root, the root for
+    /// a top-level name.
+    pub fn parent(&self) -> Option<RelPath> {
+        if self.is_root() {
+            return None;
+        }
+        Some(match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => RelPath(self.0[..i].to_vec()),
+            None => RelPath::root(),
+        })
+    }
+
+    /// This path and its ancestors, up to but not including the root.
+    pub fn ancestors_and_self(&self) -> impl Iterator<Item = &[u8]> {
+        let bytes = &self.0;
+        let cuts = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i);
+        cuts.chain(std::iter::once(bytes.len()))
+            .filter(|&i| i > 0)
+            .map(move |i| &bytes[..i])
+    }
+
+    /// `self/name`, checking that `name` is one valid component.
+    pub fn join(&self, name: &[u8]) -> Result<RelPath, BadPath> {
+        check_name(name).map_err(|reason| BadPath {
+            path: String::from_utf8_lossy(name).into_owned(),
+            reason,
+        })?;
+        let joined = self.join_unchecked(name);
+        if joined.0.len() > Self::MAX_LEN {
+            return Err(BadPath {
+                path: joined.to_string(),
+                reason: "longer than 4096 bytes",
+            });
+        }
+        Ok(joined)
+    }
+
+    /// `self/name` for a name known to be valid (from a validated path).
+    pub(crate) fn join_unchecked(&self, name: &[u8]) -> RelPath {
+        let mut v = Vec::with_capacity(self.0.len() + 1 + name.len());
+        v.extend_from_slice(&self.0);
+        if !v.is_empty() {
+            v.push(b'/');
+        }
+        v.extend_from_slice(name);
+        RelPath(v)
+    }
+
+    /// Is `self` equal to `other` or below it?
+    pub fn is_within(&self, other: &RelPath) -> bool {
+        other.is_root()
+            || (self.0.starts_with(&other.0)
+                && (self.0.len() == other.0.len() || self.0[other.0.len()] == b'/'))
+    }
+
+    /// The smallest key greater than every descendant of `self` (and than
+    /// `self`): its descendants are exactly the keys in `(self, end)`.
+    /// Names hold no NUL, and `/` sorts as NUL, so `self + "\x01"` is it.
+    fn subtree_end(&self) -> RelPath {
+        let mut v = self.0.clone();
+        v.push(1);
+        RelPath(v)
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<(), &'static str> {
+    match name {
+        [] => Err("empty component"),
+        b"." | b".." => Err("`.` or `..` component"),
+        _ if name.contains(&0) => Err("NUL byte"),
+        _ if name.contains(&b'/') => Err("`/` in a name"),
+        _ => Ok(()),
+    }
+}
+
+impl Ord for RelPath {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Byte order, except that `/` sorts before everything else.
+        let key = |b: u8| if b == b'/' { 0 } else { b };
+        match self.0.iter().zip(&other.0).position(|(a, b)| a != b) {
+            Some(i) => key(self.0[i]).cmp(&key(other.0[i])),
+            None => self.0.len().cmp(&other.0.len()),
+        }
+    }
+}
+
+impl PartialOrd for RelPath {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_root() {
+            f.write_str(".")
+        } else {
+            write!(f, "{}", String::from_utf8_lossy(&self.0))
+        }
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl Serialize for RelPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RelPath, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RelPath;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a relative path as bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<RelPath, E> {
+                if v.is_empty() {
+                    Ok(RelPath::root())
+                } else {
+                    RelPath::new(v).map_err(E::custom)
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<RelPath, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    v.push(b);
+                }
+                self.visit_bytes(&v)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// A point in time as `stat` gives it: seconds since the epoch (negative
+/// before 1970) and nanoseconds.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Time {
+    pub secs: i64,
+    /// 0..1_000_000_000.
+    pub nanos: u32,
+}
+
+impl Time {
+    pub fn new(secs: i64, nanos: i64) -> Time {
+        // stat's nanoseconds are always in range; clamp anything else.
+        Time {
+            secs,
+            nanos: nanos.clamp(0, 999_999_999) as u32,
+        }
+    }
+
+    pub fn from_system(t: SystemTime) -> Time {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Time {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (secs, nanos) = (d.as_secs() as i64, d.subsec_nanos());
+                if nanos == 0 {
+                    Time { secs: -secs, nanos }
+                } else {
+                    Time {
+                        secs: -secs - 1,
+                        nanos: 1_000_000_000 - nanos,
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn as_nanos(self) -> i128 {
+        self.secs as i128 * 1_000_000_000 + self.nanos as i128
+    }
+
+    /// `self - d`, saturating.
+    pub fn minus(self, d: Duration) -> Time {
+        let n = self.as_nanos() - d.as_nanos() as i128;
+        Time {
+            secs: n.div_euclid(1_000_000_000) as i64,
+            nanos: n.rem_euclid(1_000_000_000) as u32,
+        }
+    }
+}
+
+/// What a path is, with what defines its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    File {
+        size: u64,
+        /// blake3 of the contents.
+        hash: [u8; 32],
+    },
+    Dir,
+    Symlink {
+        /// The link's target text, as `readlink` gives it (not followed).
+        target: Vec<u8>,
+    },
+}
+
+impl Kind {
+    pub fn is_file(&self) -> bool {
+        matches!(self, Kind::File { .. })
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Kind::Dir)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::File { .. } => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink { .. } => "symlink",
+        }
+    }
+}
+
+/// One path's description.
+///
+/// What is *compared* between servers ([`Entry::same_content`],
+/// [`Entry::same_metadata`], and the tree hash, which hashes exactly the
+/// same fields): the kind and its content, the permission bits, the owner
+/// and group (by name when the name is known, else by id: the asterisk
+/// user's uid may differ between servers), and for files the mtime. A
+/// directory's or symlink's mtime is not compared (a directory's changes
+/// with every file created in it, excluded temp files too). `ctime`, `dev`,
+/// `ino` are local facts for the next scan's "unchanged?" test only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub kind: Kind,
+    /// Permission bits, `st_mode & 0o7777`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The owner's name on this server, when it has one.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub dev: u64,
+    pub ino: u64,
+    /// The hash was taken while the file's mtime or ctime was within
+    /// [`RACY_WINDOW`](super::scan::RACY_WINDOW) of the scan: an edit in the
+    /// same clock tick would not change the stat, so the next scan hashes
+    /// the file again rather than trust it. Never compared.
+    pub racy: bool,
+}
+
+/// An owner as compared between servers: the name when known, else the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner<'a> {
+    Name(&'a str),
+    Id(u32),
+}
+
+impl Entry {
+    pub fn user_key(&self) -> Owner<'_> {
+        match &self.user {
+            Some(n) => Owner::Name(n),
+            None => Owner::Id(self.uid),
+        }
+    }
+
+    pub fn group_key(&self) -> Owner<'_> {
+        match &self.group {
+            Some(n) => Owner::Name(n),
+            None => Owner::Id(self.gid),
+        }
+    }
+
+    /// Same kind and same content (file size and hash, symlink target).
+    pub fn same_content(&self, other: &Entry) -> bool {
+        self.kind == other.kind
+    }
+
+    /// Same compared metadata: mode, owner, group, and for files mtime.
+    pub fn same_metadata(&self, other: &Entry) -> bool {
+        self.mode == other.mode
+            && self.user_key() == other.user_key()
+            && self.group_key() == other.group_key()
+            && (!self.kind.is_file() || !other.kind.is_file() || self.mtime == other.mtime)
+    }
+
+    /// Nothing to do between the two.
+    pub fn same(&self, other: &Entry) -> bool {
+        self.same_content(other) && self.same_metadata(other)
+    }
+}
+
+/// The persisted and transferred form. The map is encoded as a sequence
+/// of pairs, decoded as a `Vec` and checked to be in order, so loading
+/// builds the map in one pass.
+#[derive(Deserialize)]
+struct Body {
+    entries: Vec<(RelPath, Entry)>,
+    unsettled: Vec<RelPath>,
+}
+
+/// Starts every encoded manifest; bumped when the format changes.
+const MAGIC: &[u8; 8] = b"siphaMF1";
+
+/// One side's picture of a tree: see the [module docs](self).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    entries: BTreeMap<RelPath, Entry>,
+    unsettled: BTreeSet<RelPath>,
+}
+
+/// What [`Manifest::load`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadStatus {
+    Loaded,
+    /// No file: a first run. Every file will be hashed.
+    Missing,
+    /// Unreadable or corrupt: it was ignored (and is overwritten by the
+    /// next save). Every file will be hashed.
+    Corrupt,
+}
+
+/// The result of [`Manifest::load`]: always a manifest, possibly empty.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub status: LoadStatus,
+    /// For the log when the manifest was not loaded.
+    pub warning: Option<String>,
+}
+
+impl Manifest {
+    pub fn new() -> Manifest {
+        Manifest::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.unsettled.is_empty()
+    }
+
+    pub fn get(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// Add or replace an entry. The root itself is never an entry; an entry
+    /// whose parent is not a directory entry here is kept, but the tree
+    /// ignores it (scans never produce one; [`Manifest::from_bytes`]
+    /// refuses one).
+    pub fn insert(&mut self, path: RelPath, entry: Entry) -> Result<Option<Entry>> {
+        if path.is_root() {
+            bail!("the sync root itself cannot be a manifest entry");
+        }
+        Ok(self.entries.insert(path, entry))
+    }
+
+    /// From entries already in path order (a scan's), built in one pass;
+    /// refuses entries out of order or repeated.
+    pub(crate) fn from_sorted(
+        entries: Vec<(RelPath, Entry)>,
+        unsettled: Vec<RelPath>,
+    ) -> Result<Manifest> {
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 >= w[1].0) {
+            bail!("manifest entries out of order: {} then {}", w[0].0, w[1].0);
+        }
+        if entries.first().is_some_and(|(p, _)| p.is_root()) {
+            bail!("the sync root itself cannot be a manifest entry");
+        }
+        Ok(Manifest {
+            // Sorted input: collecting builds the map in linear time.
+            entries: entries.into_iter().collect(),
+            unsettled: unsettled.into_iter().collect(),
+        })
+    }
+
+    /// Insert a path known not to be the root (a selection's copy).
+    pub(crate) fn put(&mut self, path: RelPath, entry: Entry) {
+        debug_assert!(!path.is_root());
+        self.entries.insert(path, entry);
+    }
+
+    /// Remove a path and everything below it; returns how many entries went.
+    pub fn remove(&mut self, path: &RelPath) -> usize {
+        let below: Vec<RelPath> = self.subtree(path).map(|(p, _)| p.clone()).collect();
+        let mut n = usize::from(self.entries.remove(path).is_some());
+        for p in below {
+            n += usize::from(self.entries.remove(&p).is_some());
+        }
+        n
+    }
+
+    /// All entries, parents before children.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&RelPath, &Entry)> {
+        self.entries.iter()
+    }
+
+    pub fn entries(&self) -> &BTreeMap<RelPath, Entry> {
+        &self.entries
+    }
+
+    /// How many regular files.
+    pub fn file_count(&self) -> u64 {
+        self.entries.values().filter(|e| e.kind.is_file()).count() as u64
+    }
+
+    /// Everything strictly below `dir` (everything, for the root), parents
+    /// first.
+    pub fn subtree<'a>(&'a self, dir: &RelPath) -> impl Iterator<Item = (&'a RelPath, &'a Entry)> {
+        let range = if dir.is_root() {
+            self.entries.range::<RelPath, _>(..)
+        } else {
+            self.entries.range((
+                Bound::Excluded(dir.clone()),
+                Bound::Excluded(dir.subtree_end()),
+            ))
+        };
+        range
+    }
+
+    /// The entries directly in `dir`, in name order, skipping over the
+    /// subtrees of subdirectories.
+    pub fn children<'a>(&'a self, dir: &RelPath) -> Children<'a> {
+        let (lower, upper) = if dir.is_root() {
+            (Bound::Unbounded, None)
+        } else {
+            (Bound::Excluded(dir.clone()), Some(dir.subtree_end()))
+        };
+        Children {
+            entries: &self.entries,
+            lower: Some(lower),
+            upper,
+        }
+    }
+
+    /// Paths that exist here but could not be described this run: nothing at
+    /// or below them is created, updated or deleted by a diff.
+    pub fn unsettled(&self) -> &BTreeSet<RelPath> {
+        &self.unsettled
+    }
+
+    pub fn mark_unsettled(&mut self, path: RelPath) {
+        self.unsettled.insert(path);
+    }
+
+    /// Is `path` unsettled, or below an unsettled path?
+    pub fn is_unsettled(&self, path: &RelPath) -> bool {
+        if self.unsettled.is_empty() {
+            return false;
+        }
+        self.unsettled.contains(&RelPath::root())
+            || path
+                .ancestors_and_self()
+                .any(|p| self.unsettled.contains(&RelPath(p.to_vec())))
+    }
+
+    /// Encode for the state directory or the wire: a magic header, the
+    /// postcard body, and a blake3 checksum of both.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        /// The map as a sequence of pairs, as [`Body`] reads it.
+        struct Pairs<'a>(&'a BTreeMap<RelPath, Entry>);
+        impl Serialize for Pairs<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter())
+            }
+        }
+        #[derive(Serialize)]
+        struct BodyRef<'a> {
+            entries: Pairs<'a>,
+            unsettled: &'a BTreeSet<RelPath>,
+        }
+        let mut out = MAGIC.to_vec();
+        let body = BodyRef {
+            entries: Pairs(&self.entries),
+            unsettled: &self.unsettled,
+        };
+        out = postcard::to_extend(&body, out).context("cannot encode the manifest")?;
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        Ok(out)
+    }
+
+    /// Decode what [`Manifest::to_bytes`] made, checking the checksum, every
+    /// path, and that every entry's parent is a directory entry.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest> {
+        if bytes.len() < MAGIC.len() + 32 || !bytes.starts_with(MAGIC) {
+            bail!("not a sip-ha manifest (bad header)");
+        }
+        let (data, sum) = bytes.split_at(bytes.len() - 32);
+        if blake3::hash(data).as_bytes() != sum {
+            bail!("manifest checksum mismatch (truncated or corrupt)");
+        }
+        let body: Body =
+            postcard::from_bytes(&data[MAGIC.len()..]).context("cannot decode the manifest")?;
+        let manifest = Manifest::from_sorted(body.entries, body.unsettled)?;
+        manifest.check_closed()?;
+        Ok(manifest)
+    }
+
+    /// Every entry's parent is the root or a directory entry.
+    fn check_closed(&self) -> Result<()> {
+        if self.entries.contains_key(&RelPath::root()) {
+            bail!("manifest has an entry for the root itself");
+        }
+        // In order, a path's parent (if present) was seen before it: keep
+        // the chain of open directories as a stack.
+        let mut open: Vec<&RelPath> = Vec::new();
+        for (path, entry) in &self.entries {
+            while let Some(top) = open.last() {
+                if path.is_within(top) {
+                    break;
+                }
+                open.pop();
+            }
+            let parent_len = path.0.len() - path.file_name().len();
+            let parent_ok = match open.last() {
+                None => parent_len == 0,
+                Some(top) => top.0.len() + 1 == parent_len,
+            };
+            if !parent_ok {
+                bail!("manifest entry {path} has no parent directory entry");
+            }
+            if entry.kind.is_dir() {
+                open.push(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read a saved manifest. Never an error: a missing file is a first run,
+    /// and an unreadable or corrupt one is ignored with a warning; either
+    /// way the result is empty and the next scan hashes every file.
+    pub fn load(path: &Path) -> Loaded {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Loaded {
+                    manifest: Manifest::new(),
+                    status: LoadStatus::Missing,
+                    warning: Some(format!(
+                        "no manifest at {} (first sync?): every file will be hashed",
+                        path.display()
+                    )),
+                }
+            }
+            Err(e) => {
+                return Loaded {
+                    manifest: Manifest::new(),
+                    status: LoadStatus::Corrupt,
+                    warning: Some(format!(
+                        "cannot read the manifest {}: {e}; every file will be hashed",
+                        path.display()
+                    )),
+                }
+            }
+        };
+        match Manifest::from_bytes(&bytes) {
+            Ok(manifest) => Loaded {
+                manifest,
+                status: LoadStatus::Loaded,
+                warning: None,
+            },
+            Err(e) => Loaded {
+                manifest: Manifest::new(),
+                status: LoadStatus::Corrupt,
+                warning: Some(format!(
+                    "ignoring the corrupt manifest {}: {e:#}; every file will be hashed",
+                    path.display()
+                )),
+            },
+        }
+    }
+
+    /// Write atomically (temp file, fsync, rename, fsync of the directory).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        crate::state::write_atomic(path, &bytes)
+            .with_context(|| format!("cannot save the manifest {}", path.display()))
+    }
+}
+
+/// Iterator of [`Manifest::children`].
+pub struct Children<'a> {
+    entries: &'a BTreeMap<RelPath, Entry>,
+    /// Where the next child starts; `None` once exhausted.
+    lower: Option<Bound<RelPath>>,
+    upper: Option<RelPath>,
+}
+
+impl<'a> Iterator for Children<'a> {
+    type Item = (&'a RelPath, &'a Entry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let upper = match &self.upper {
+            Some(u) => Bound::Excluded(u.clone()),
+            None => Bound::Unbounded,
+        };
+        let lower = self.lower.take()?;
+        let (path, entry) = self.entries.range((lower, upper)).next()?;
+        // The next sibling comes after this child's whole subtree.
+        self.lower = Some(Bound::Included(path.subtree_end()));
+        Some((path, entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes()).unwrap()
+    }
+
+    pub(crate) fn entry(kind: Kind) -> Entry {
+        Entry {
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: Some("root".into()),
+            group: Some("root".into()),
+            mtime: Time::new(1_700_000_000, 5),
+            ctime: Time::new(1_700_000_000, 5),
+            dev: 1,
+            ino: 2,
+            racy: false,
+        }
+    }
+
+    fn file(n: u8) -> Entry {
+        entry(Kind::File {
+            size: n as u64,
+            hash: [n; 32],
+        })
+    }
+
+    #[test]
+    fn relpath_refuses_escapes() {
+        for bad in [
+            &b""[..],
+            b"/etc/passwd",
+            b"..",
+            b"a/../b",
+            b"a//b",
+            b"a/",
+            b"./a",
+            b"a/.",
+            b"a\0b",
+        ] {
+            assert!(RelPath::new(bad).is_err(), "{:?} accepted", bad);
+        }
+        for good in [&b"a"[..], b"a/b/c", b"...", b"a/.hidden", b"\xff\xfe/x"] {
+            assert!(RelPath::new(good).is_ok(), "{:?} refused", good);
+        }
+        assert!(RelPath::new(&vec![b'a'; 4097]).is_err());
+        assert!(p("a").join(b"b/c").is_err());
+        assert!(p("a").join(b"..").is_err());
+        assert_eq!(p("a").join(b"b").unwrap(), p("a/b"));
+        assert_eq!(RelPath::root().join(b"b").unwrap(), p("b"));
+    }
+
+    #[test]
+    fn relpath_parts() {
+        assert_eq!(p("a/b/c").parent(), Some(p("a/b")));
+        assert_eq!(p("a").parent(), Some(RelPath::root()));
+        assert_eq!(RelPath::root().parent(), None);
+        assert_eq!(p("a/b/c").file_name(), b"c");
+        assert_eq!(
+            p("a/b/c").ancestors_and_self().collect::<Vec<_>>(),
+            vec![&b"a"[..], b"a/b", b"a/b/c"]
+        );
+        assert!(p("a/b").is_within(&p("a")));
+        assert!(p("a").is_within(&p("a")));
+        assert!(!p("ab").is_within(&p("a")));
+        assert!(p("a").is_within(&RelPath::root()));
+        assert_eq!(RelPath::root().to_string(), ".");
+    }
+
+    #[test]
+    fn order_is_component_wise() {
+        let mut v = vec![p("a.b"), p("a/b"), p("a"), p("a-"), p("a/b/c"), p("b")];
+        v.sort();
+        assert_eq!(
+            v,
+            vec![p("a"), p("a/b"), p("a/b/c"), p("a-"), p("a.b"), p("b")]
+        );
+    }
+
+    fn sample() -> Manifest {
+        let mut m = Manifest::new();
+        m.insert(p("a"), entry(Kind::Dir)).unwrap();
+        m.insert(p("a/x"), file(1)).unwrap();
+        m.insert(p("a/d"), entry(Kind::Dir)).unwrap();
+        m.insert(p("a/d/y"), file(2)).unwrap();
+        m.insert(p("a.b"), file(3)).unwrap();
+        m.insert(
+            p("l"),
+            entry(Kind::Symlink {
+                target: b"../x".to_vec(),
+            }),
+        )
+        .unwrap();
+        m
+    }
+
+    #[test]
+    fn children_and_subtree() {
+        let m = sample();
+        let names = |it: Children| it.map(|(p, _)| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(m.children(&RelPath::root())), ["a", "a.b", "l"]);
+        assert_eq!(names(m.children(&p("a"))), ["a/d", "a/x"]);
+        assert_eq!(names(m.children(&p("a/x"))), Vec::<String>::new());
+        let sub: Vec<String> = m.subtree(&p("a")).map(|(p, _)| p.to_string()).collect();
+        assert_eq!(sub, ["a/d", "a/d/y", "a/x"]);
+        assert_eq!(m.file_count(), 3);
+        let mut m2 = m.clone();
+        assert_eq!(m2.remove(&p("a")), 4);
+        assert_eq!(m2.len(), 2);
+    }
+
+    #[test]
+    fn unsettled_covers_descendants() {
+        let mut m = sample();
+        assert!(!m.is_unsettled(&p("a/d/y")));
+        m.mark_unsettled(p("a/d"));
+        assert!(m.is_unsettled(&p("a/d/y")));
+        assert!(m.is_unsettled(&p("a/d")));
+        assert!(!m.is_unsettled(&p("a")));
+        assert!(!m.is_unsettled(&p("a/dd")));
+    }
+
+    #[test]
+    fn bytes_round_trip_and_checks() {
+        let mut m = sample();
+        m.mark_unsettled(p("a/busy"));
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
+
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 1;
+        assert!(Manifest::from_bytes(&flipped).is_err());
+        assert!(Manifest::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Manifest::from_bytes(b"junk").is_err());
+
+        let mut orphan = Manifest::new();
+        orphan.insert(p("nodir/x"), file(1)).unwrap();
+        let err = Manifest::from_bytes(&orphan.to_bytes().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("no parent"), "{err}");
+        let mut under_file = Manifest::new();
+        under_file.insert(p("f"), file(1)).unwrap();
+        under_file.insert(p("f/x"), file(1)).unwrap();
+        assert!(Manifest::from_bytes(&under_file.to_bytes().unwrap()).is_err());
+        assert!(Manifest::new().insert(RelPath::root(), file(1)).is_err());
+    }
+
+    #[test]
+    fn time_conversions() {
+        let t = Time::from_system(UNIX_EPOCH + Duration::new(10, 5));
+        assert_eq!(t, Time { secs: 10, nanos: 5 });
+        let before = Time::from_system(UNIX_EPOCH - Duration::new(1, 250));
+        assert_eq!(before.as_nanos(), -1_000_000_250);
+        assert_eq!(
+            Time { secs: 10, nanos: 5 }.minus(Duration::from_nanos(10)),
+            Time {
+                secs: 9,
+                nanos: 999_999_995
+            }
+        );
+    }
+
+    #[test]
+    fn metadata_comparison() {
+        let a = file(1);
+        let mut b = a.clone();
+        b.ctime = Time::new(1, 0);
+        b.ino = 99;
+        b.racy = true;
+        assert!(a.same(&b), "local-only facts are not compared");
+        b.uid = 5;
+        assert!(a.same(&b), "owner compared by name when known");
+        b.user = None;
+        assert!(!a.same_metadata(&b));
+        let mut d1 = entry(Kind::Dir);
+        let d2 = d1.clone();
+        d1.mtime = Time::new(5, 0);
+        assert!(d1.same(&d2), "directory mtime is not compared");
+    }
+}

@@ -1,0 +1,708 @@
+//! The scan: walk one sync root and describe it as a [`Manifest`].
+//!
+//! The walk (walkdir) never follows symlinks, does not cross mount points
+//! (reported as skipped), and visits names in byte order, so two scans of
+//! the same tree give the same manifest. Each entry is stat'ed once, without
+//! following symlinks and relative to its directory's descriptor (no path
+//! walk per file). A regular file is read
+//! and hashed (blake3, 256 KiB reads; never mmap, which dies with SIGBUS
+//! when Asterisk truncates a file being hashed) unless the previous manifest
+//! has it with the same device, inode, size, mtime, ctime and mode, and that
+//! hash was not taken within [`RACY_WINDOW`] of the file's last change. So a
+//! no-change run reads no file contents at all.
+//!
+//! Why the racy window: file systems stamp times with a clock that ticks
+//! every few milliseconds, so an edit in the same tick as the scan that
+//! hashed a file leaves its stat unchanged. rsync compares whole seconds and
+//! misses such edits. A hash taken while the file's mtime or ctime is less
+//! than [`RACY_WINDOW`] old is marked `racy` and taken again next scan.
+//!
+//! A file that changes while it is hashed (stat before and after differ) is
+//! tried again [`HASH_RETRIES`] times, then reported as unstable: it is left
+//! out of this run and marked unsettled, so the other side keeps its copy.
+//! Devices, fifos, sockets, mount points and unreadable paths are skipped
+//! with a reason, and also marked unsettled.
+
+use super::manifest::{Entry, Kind, Manifest, RelPath, Time};
+use anyhow::{bail, Context, Result};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+use std::collections::{btree_map, HashMap};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::iter::Peekable;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+use walkdir::WalkDir;
+
+/// A hash taken while the file changed less than this long before the scan
+/// is not trusted by the next scan.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// How many more times a file that changed while it was hashed is tried.
+pub const HASH_RETRIES: u32 = 3;
+
+const READ_BUF: usize = 256 * 1024;
+
+/// Why a path was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    Fifo,
+    Socket,
+    BlockDevice,
+    CharDevice,
+    /// Another file system is mounted here; the scan stays on the root's.
+    MountPoint,
+    /// Could not be read or listed (the error).
+    Unreadable(String),
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Fifo => f.write_str("a fifo (named pipe): not synced"),
+            SkipReason::Socket => f.write_str("a socket: not synced"),
+            SkipReason::BlockDevice => f.write_str("a block device: not synced"),
+            SkipReason::CharDevice => f.write_str("a character device: not synced"),
+            SkipReason::MountPoint => {
+                f.write_str("a mount point: another file system, not crossed")
+            }
+            SkipReason::Unreadable(e) => write!(f, "unreadable: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: RelPath,
+    pub reason: SkipReason,
+}
+
+/// What a scan saw and did.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Files read and hashed this run (the rest reused the previous hash).
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    /// Paths matched by an exclude pattern (a directory counts once).
+    pub excluded: u64,
+    /// Paths that disappeared between being listed and being read.
+    pub vanished: u64,
+    pub skipped: Vec<Skipped>,
+    /// Files that kept changing while hashed: not sent this run.
+    pub unstable: Vec<RelPath>,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} files, {} directories, {} symlinks; hashed {} files ({} bytes) in {:.3} s",
+            self.files,
+            self.dirs,
+            self.symlinks,
+            self.files_hashed,
+            self.bytes_hashed,
+            self.elapsed.as_secs_f64()
+        )?;
+        if self.excluded > 0 {
+            write!(f, "; {} excluded", self.excluded)?;
+        }
+        if !self.skipped.is_empty() {
+            write!(f, "; {} skipped", self.skipped.len())?;
+        }
+        if !self.unstable.is_empty() {
+            write!(
+                f,
+                "; {} changing while read (next run)",
+                self.unstable.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Compile a sync path's exclude patterns. Each matches the path relative
+/// to the sync root; `*` also crosses `/` (so `*.tmp` matches at any
+/// depth); a matching directory is left out with everything below it, and
+/// `spool/tmp/**` leaves out what is below `spool/tmp` but keeps the
+/// directory itself.
+pub fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for pat in patterns {
+        b.add(Glob::new(pat).with_context(|| format!("invalid exclude pattern {pat:?}"))?);
+    }
+    b.build().context("cannot compile the exclude patterns")
+}
+
+/// Refuse a sync source that would make the standby lose everything: a root
+/// that does not exist, is not a directory, or is empty (the usual sign of a
+/// disk that is not mounted).
+pub fn check_source(root: &Path) -> Result<()> {
+    let meta = match fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
+            "sync source {} does not exist: is the disk mounted, and is the path in [sync] right?",
+            root.display()
+        ),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot stat the sync source {}", root.display()))
+        }
+    };
+    if !meta.is_dir() {
+        bail!(
+            "sync source {} is not a directory: check the path in [sync]",
+            root.display()
+        );
+    }
+    let mut listing = fs::read_dir(root)
+        .with_context(|| format!("cannot list the sync source {}", root.display()))?;
+    if listing.next().is_none() {
+        bail!(
+            "sync source {} is empty: is the disk mounted? Refusing to sync it, since \
+             mirroring an empty source would delete everything under it on the standby",
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// Describe the tree under `root`. `previous` is the last manifest of the
+/// same root (empty on a first run): unchanged files keep its hashes.
+/// `now` is the scan's clock for the racy test. Errors only when the root
+/// itself cannot be read; everything below is reported instead.
+pub fn scan(
+    root: &Path,
+    excludes: &GlobSet,
+    previous: &Manifest,
+    now: SystemTime,
+) -> Result<(Manifest, ScanReport)> {
+    let started = Instant::now();
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("cannot open the sync root {}", root.display()))?;
+    let root_dev = fstat(&root_fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot stat the sync root {}", root.display()))?
+        .st_dev;
+    let mut s = Scanner {
+        root_dev,
+        previous: previous.entries().iter().peekable(),
+        racy_before: Time::from_system(now).minus(RACY_WINDOW),
+        entries: Vec::new(),
+        unsettled: Vec::new(),
+        report: ScanReport::default(),
+        owners: Owners::default(),
+        buf: vec![0; READ_BUF],
+    };
+    // Each entry is stat'ed, opened and read relative to its directory's
+    // descriptor (`fstatat`, `openat`), not by full path: no path walk per
+    // file, and no following a directory swapped for a symlink midway.
+    // `open[d]` is the directory at depth d on the way to the current entry.
+    let mut open: Vec<(OwnedFd, RelPath)> = vec![(root_fd, RelPath::root())];
+    // Mount points are found here (an entry's device differs from the
+    // root's) rather than by walkdir's `same_file_system`, on purpose: with
+    // that option walkdir silently does not enter a mount point, so from
+    // outside it cannot be told whether a directory was entered, and
+    // `skip_current_dir` on one that was not would skip the rest of its
+    // parent instead (whose entries would then be deleted on the standby).
+    // Without it, walkdir enters exactly the entries whose listed type is
+    // directory, and a mount point costs one listing of its top directory.
+    let mut walk = WalkDir::new(root)
+        .follow_links(false)
+        .same_file_system(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter();
+    while let Some(item) = walk.next() {
+        let dent = match item {
+            Ok(d) => d,
+            Err(e) => {
+                if e.depth() == 0 {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("cannot list the sync root {}", root.display()));
+                }
+                let rel = e
+                    .path()
+                    .and_then(|p| p.strip_prefix(root).ok())
+                    .and_then(|p| RelPath::from_path(p).ok());
+                match (rel, e.io_error().map(|io| io.kind())) {
+                    (_, Some(ErrorKind::NotFound)) => s.report.vanished += 1,
+                    (Some(rel), _) if !rel.is_root() => {
+                        s.skip(rel, SkipReason::Unreadable(e.to_string()))
+                    }
+                    _ => {
+                        return Err(anyhow::Error::new(e))
+                            .with_context(|| format!("cannot walk {}", root.display()))
+                    }
+                }
+                continue;
+            }
+        };
+        // walkdir enters exactly what its listing calls a directory (not a
+        // symlink): when we leave such a path out, its contents go too.
+        let walk_dir = dent.file_type().is_dir();
+        let leave_out = |walk: &mut walkdir::IntoIter| {
+            if walk_dir {
+                walk.skip_current_dir();
+            }
+        };
+        let depth = dent.depth();
+        open.truncate(depth);
+        let Some((dir_fd, dir_rel)) = open.get(depth - 1) else {
+            // Below a directory we did not keep: never reached, since
+            // leaving a directory out skips its contents.
+            leave_out(&mut walk);
+            continue;
+        };
+        let dir = dir_fd.as_fd();
+        let name = dent.file_name().as_bytes();
+        let rel = match dir_rel.join(name) {
+            Ok(r) => r,
+            Err(e) => {
+                // Cannot be named on the wire (an over-long path): nor can
+                // the other side have it.
+                s.report.skipped.push(Skipped {
+                    path: dir_rel.clone(),
+                    reason: SkipReason::Unreadable(e.to_string()),
+                });
+                leave_out(&mut walk);
+                continue;
+            }
+        };
+        if !excludes.is_empty() && excludes.is_match(rel.as_path()) {
+            s.report.excluded += 1;
+            leave_out(&mut walk);
+            continue;
+        }
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => {
+                s.report.vanished += 1;
+                leave_out(&mut walk);
+                continue;
+            }
+            Err(e) => {
+                s.skip(rel, SkipReason::Unreadable(e.desc().to_string()));
+                leave_out(&mut walk);
+                continue;
+            }
+        };
+        let ft = st.st_mode & libc::S_IFMT;
+        if (ft == libc::S_IFDIR) != walk_dir {
+            // Replaced between the listing and the stat: describe it next
+            // run rather than half now.
+            s.unstable(rel);
+            leave_out(&mut walk);
+            continue;
+        }
+        match ft {
+            libc::S_IFDIR => {
+                if st.st_dev != s.root_dev {
+                    s.skip(rel, SkipReason::MountPoint);
+                    leave_out(&mut walk);
+                    continue;
+                }
+                let flags =
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                match openat(dir, name, flags, Mode::empty()) {
+                    Ok(fd) => {
+                        s.report.dirs += 1;
+                        let e = s.entry(Kind::Dir, &st);
+                        s.put(rel.clone(), e);
+                        open.push((fd, rel));
+                    }
+                    Err(Errno::ENOENT) => {
+                        s.report.vanished += 1;
+                        leave_out(&mut walk);
+                    }
+                    Err(Errno::ENOTDIR | Errno::ELOOP) => {
+                        s.unstable(rel);
+                        leave_out(&mut walk);
+                    }
+                    Err(e) => {
+                        s.skip(rel, SkipReason::Unreadable(e.desc().to_string()));
+                        leave_out(&mut walk);
+                    }
+                }
+            }
+            libc::S_IFLNK => match readlinkat(dir, name) {
+                Ok(target) => {
+                    s.report.symlinks += 1;
+                    let target = target.into_vec();
+                    let e = s.entry(Kind::Symlink { target }, &st);
+                    s.put(rel, e);
+                }
+                Err(Errno::ENOENT) => s.report.vanished += 1,
+                Err(Errno::EINVAL) => s.unstable(rel),
+                Err(e) => s.skip(rel, SkipReason::Unreadable(e.desc().to_string())),
+            },
+            libc::S_IFREG => s.file(dir, name, rel, st),
+            other => {
+                let reason = match other {
+                    libc::S_IFIFO => SkipReason::Fifo,
+                    libc::S_IFSOCK => SkipReason::Socket,
+                    libc::S_IFBLK => SkipReason::BlockDevice,
+                    _ => SkipReason::CharDevice,
+                };
+                s.skip(rel, reason);
+            }
+        }
+    }
+    let manifest = Manifest::from_sorted(s.entries, s.unsettled)
+        .with_context(|| format!("scan of {} out of order (a bug)", root.display()))?;
+    s.report.elapsed = started.elapsed();
+    Ok((manifest, s.report))
+}
+
+struct Scanner<'a> {
+    root_dev: u64,
+    /// The previous manifest, walked in step with the scan (both in path
+    /// order), so finding a path's previous entry costs nothing.
+    previous: Peekable<btree_map::Iter<'a, RelPath, Entry>>,
+    /// Changes at or after this are within the racy window.
+    racy_before: Time,
+    /// In walk order, which is path order.
+    entries: Vec<(RelPath, Entry)>,
+    unsettled: Vec<RelPath>,
+    report: ScanReport,
+    owners: Owners,
+    buf: Vec<u8>,
+}
+
+/// The stat fields that tell whether a file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: Time,
+    ctime: Time,
+    mode: u32,
+}
+
+impl Stat {
+    fn of(st: &FileStat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size.max(0) as u64,
+            mtime: Time::new(st.st_mtime, st.st_mtime_nsec),
+            ctime: Time::new(st.st_ctime, st.st_ctime_nsec),
+            mode: st.st_mode,
+        }
+    }
+}
+
+enum Hashed {
+    Done {
+        hash: [u8; 32],
+        st: FileStat,
+    },
+    /// Kept changing while read, every attempt.
+    Unstable,
+    Vanished,
+    Failed(Errno),
+}
+
+impl Scanner<'_> {
+    fn put(&mut self, rel: RelPath, entry: Entry) {
+        self.entries.push((rel, entry));
+    }
+
+    fn skip(&mut self, path: RelPath, reason: SkipReason) {
+        self.unsettled.push(path.clone());
+        self.report.skipped.push(Skipped { path, reason });
+    }
+
+    fn unstable(&mut self, path: RelPath) {
+        self.unsettled.push(path.clone());
+        self.report.unstable.push(path);
+    }
+
+    /// The previous manifest's entry for `rel`, if any.
+    fn previous(&mut self, rel: &RelPath) -> Option<&Entry> {
+        while self.previous.next_if(|(p, _)| *p < rel).is_some() {}
+        self.previous.next_if(|(p, _)| *p == rel).map(|(_, e)| e)
+    }
+
+    fn entry(&mut self, kind: Kind, st: &FileStat) -> Entry {
+        Entry {
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            user: self.owners.user(st.st_uid),
+            group: self.owners.group(st.st_gid),
+            mtime: Time::new(st.st_mtime, st.st_mtime_nsec),
+            ctime: Time::new(st.st_ctime, st.st_ctime_nsec),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            racy: false,
+        }
+    }
+
+    fn file(&mut self, dir: BorrowedFd<'_>, name: &[u8], rel: RelPath, st: FileStat) {
+        let stat = Stat::of(&st);
+        let racy_before = self.racy_before;
+        if let Some(hash) = self
+            .previous(&rel)
+            .and_then(|prev| reusable(prev, &stat, racy_before))
+        {
+            self.report.files += 1;
+            let e = self.entry(
+                Kind::File {
+                    size: stat.size,
+                    hash,
+                },
+                &st,
+            );
+            return self.put(rel, e);
+        }
+        match hash_file(dir, name, st, &mut self.buf) {
+            Hashed::Done { hash, st } => {
+                let stat = Stat::of(&st);
+                self.report.files += 1;
+                self.report.files_hashed += 1;
+                self.report.bytes_hashed += stat.size;
+                let mut e = self.entry(
+                    Kind::File {
+                        size: stat.size,
+                        hash,
+                    },
+                    &st,
+                );
+                e.racy = stat.mtime.max(stat.ctime) >= self.racy_before;
+                self.put(rel, e)
+            }
+            Hashed::Unstable => self.unstable(rel),
+            Hashed::Vanished => self.report.vanished += 1,
+            Hashed::Failed(e) => self.skip(rel, SkipReason::Unreadable(e.desc().to_string())),
+        }
+    }
+}
+
+/// The previous hash, if it can stand for the file now: same stat, and
+/// taken when the file had been still for the whole racy window.
+fn reusable(prev: &Entry, st: &Stat, racy_before: Time) -> Option<[u8; 32]> {
+    let Kind::File { size, hash } = prev.kind else {
+        return None;
+    };
+    let same = prev.dev == st.dev
+        && prev.ino == st.ino
+        && size == st.size
+        && prev.mtime == st.mtime
+        && prev.ctime == st.ctime
+        && prev.mode == st.mode & 0o7777;
+    (same && !prev.racy && st.mtime.max(st.ctime) < racy_before).then_some(hash)
+}
+
+/// Hash the regular file `name` in `dir` by reading it, making sure it did
+/// not change while read: the stat before and after must agree, and the
+/// bytes read must be its size. Tried `1 + HASH_RETRIES` times.
+fn hash_file(dir: BorrowedFd<'_>, name: &[u8], mut st: FileStat, buf: &mut [u8]) -> Hashed {
+    for attempt in 0..=HASH_RETRIES {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
+            st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => st,
+                Ok(_) => return Hashed::Unstable,
+                Err(Errno::ENOENT) => return Hashed::Vanished,
+                Err(e) => return Hashed::Failed(e),
+            };
+        }
+        let before = Stat::of(&st);
+        // O_NOFOLLOW: it may have become a symlink since the stat;
+        // O_NONBLOCK: or a fifo, whose open would wait for a writer.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let mut file = match openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::ENOENT) => return Hashed::Vanished,
+            Err(Errno::ELOOP) => continue,
+            Err(e) => return Hashed::Failed(e),
+        };
+        match fstat(&file) {
+            Ok(f)
+                if f.st_mode & libc::S_IFMT == libc::S_IFREG
+                    && f.st_dev == before.dev
+                    && f.st_ino == before.ino => {}
+            Ok(_) => continue,
+            Err(e) => return Hashed::Failed(e),
+        }
+        let (hash, read) = match read_hash(&mut file, before.size, buf) {
+            Ok(r) => r,
+            Err(e) => return Hashed::Failed(io_errno(&e)),
+        };
+        let after = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(a) => a,
+            Err(Errno::ENOENT) => return Hashed::Vanished,
+            Err(e) => return Hashed::Failed(e),
+        };
+        if read == before.size && Stat::of(&after) == before {
+            return Hashed::Done { hash, st: after };
+        }
+    }
+    Hashed::Unstable
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
+/// blake3 of at most `size` bytes of `file`, and how many were read.
+fn read_hash(file: &mut File, size: u64, buf: &mut [u8]) -> std::io::Result<([u8; 32], u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut read = 0u64;
+    while read < size {
+        let want = (size - read).min(buf.len() as u64) as usize;
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    Ok((*hasher.finalize().as_bytes(), read))
+}
+
+/// uid/gid to name, asked once per id per scan.
+#[derive(Default)]
+struct Owners {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl Owners {
+    fn user(&mut self, uid: u32) -> Option<String> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .clone()
+    }
+
+    fn group(&mut self, gid: u32) -> Option<String> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat() -> Stat {
+        Stat {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: Time::new(100, 0),
+            ctime: Time::new(100, 0),
+            mode: 0o100644,
+        }
+    }
+
+    fn prev(racy: bool) -> Entry {
+        Entry {
+            kind: Kind::File {
+                size: 3,
+                hash: [7; 32],
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime: Time::new(100, 0),
+            ctime: Time::new(100, 0),
+            dev: 1,
+            ino: 2,
+            racy,
+        }
+    }
+
+    #[test]
+    fn reuse_needs_same_stat_and_a_settled_hash() {
+        let long_after = Time::new(200, 0);
+        assert_eq!(reusable(&prev(false), &stat(), long_after), Some([7; 32]));
+        assert_eq!(
+            reusable(&prev(true), &stat(), long_after),
+            None,
+            "a hash taken in the racy window is taken again"
+        );
+        assert_eq!(
+            reusable(&prev(false), &stat(), Time::new(100, 0)),
+            None,
+            "a file changed within the racy window is hashed"
+        );
+        for change in [
+            |s: &mut Stat| s.dev = 9,
+            |s: &mut Stat| s.ino = 9,
+            |s: &mut Stat| s.size = 9,
+            |s: &mut Stat| s.mtime = Time::new(100, 1),
+            |s: &mut Stat| s.ctime = Time::new(100, 1),
+            |s: &mut Stat| s.mode = 0o100600,
+        ] {
+            let mut s = stat();
+            change(&mut s);
+            assert_eq!(reusable(&prev(false), &s, long_after), None, "{s:?}");
+        }
+        let mut dir = prev(false);
+        dir.kind = Kind::Dir;
+        assert_eq!(reusable(&dir, &stat(), long_after), None);
+    }
+
+    #[test]
+    fn excludes_match_relative_paths() {
+        let g = build_excludes(&["*.tmp".into(), "spool/tmp/**".into()]).unwrap();
+        assert!(g.is_match("a.tmp"));
+        assert!(g.is_match("deep/dir/a.tmp"));
+        assert!(g.is_match("spool/tmp/x"));
+        assert!(g.is_match("spool/tmp/x/y"));
+        assert!(!g.is_match("spool/tmp"));
+        assert!(!g.is_match("spool/tmpx/y"));
+        assert!(build_excludes(&["a[".into()]).is_err());
+    }
+
+    #[test]
+    fn read_hash_stops_at_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"hello world").unwrap();
+        let mut buf = vec![0; 4];
+        let mut f = File::open(&p).unwrap();
+        let (h, n) = read_hash(&mut f, 5, &mut buf).unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(h, *blake3::hash(b"hello").as_bytes());
+        let mut f = File::open(&p).unwrap();
+        let (_, n) = read_hash(&mut f, 100, &mut buf).unwrap();
+        assert_eq!(n, 11, "a short file reads short");
+    }
+}
