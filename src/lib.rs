@@ -17,6 +17,8 @@
 //! * [`state`]: the state file and the lock in `state_dir`.
 //! * [`log`]: syslog(3) and the history log on each node.
 //! * [`status`]: the `-v` screen and its JSON.
+//! * [`sync`]: copying the sync paths from the active server to the standby
+//!   by content hash (chunked deltas, atomic writes, a trash for deletions).
 //! * [`commands`]: one file per thing the command line can ask for.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
@@ -32,3 +34,4 @@ pub mod observe;
 pub mod probe;
 pub mod state;
 pub mod status;
+pub mod sync;
