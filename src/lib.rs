@@ -18,6 +18,8 @@
 //! * [`sync`]: scan, manifest, hash tree and diff of the synced directories.
 //! * [`log`]: syslog(3) and the history log on each node.
 //! * [`status`]: the `-v` screen and its JSON.
+//! * [`sync`]: copying the sync paths from the active server to the standby
+//!   by content hash (chunked deltas, atomic writes, a trash for deletions).
 //! * [`commands`]: one file per thing the command line can ask for.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 

@@ -41,17 +41,26 @@
 //!   and delete, and the conflicts, paths changed on both sides since the
 //!   last good sync (the base manifest); [`delete_guard`] refuses a run
 //!   that would delete more than a set share of the standby's files.
-//! * `chunk`, `receive` (beside these): the transfer of file contents and
-//!   their application on the standby.
+//! * [`chunk`](mod@chunk): content-defined chunks (FastCDC) and their
+//!   blake3 hashes; a delta sends only the chunks the receiver lacks, and
+//!   the receiver rebuilds the file from its old chunks and the new ones.
+//! * [`receive`](mod@receive): the standby's side. Every path is checked to
+//!   stay inside the root (no `..`, no symlinked parent leading out); each
+//!   file is written to a temp file beside its target, checked against the
+//!   sender's whole-file hash, given mode, owner (by name) and mtime, then
+//!   renamed into place; deletions go to the [`trash`](mod@trash).
 //!
 //! For the two sides to agree on "unchanged": scan both with the same
 //! excludes; the receiver sets file mtimes to the nanosecond, and mode and
 //! owner (by name when the name exists there, else by id). Directory and
 //! symlink mtimes, ctimes and inodes are never compared.
 
+pub mod chunk;
 pub mod diff;
 pub mod manifest;
+pub mod receive;
 pub mod scan;
+pub mod trash;
 pub mod tree;
 
 pub use diff::{
