@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::example::example_in;
-use std::process::{Command, Output};
+use common::example::{example_in, text};
+use std::process::Command;
 
 /// The binary, run in a new, empty network namespace (`unshare --net`):
 /// `-v` probes the peer and the witness, and the example config's
@@ -16,14 +16,6 @@ fn bin() -> Command {
     c.args(["--net", "--"]).arg(env!("CARGO_BIN_EXE_sip-ha"));
     c.env_remove("SIP_HA_CONFIG");
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

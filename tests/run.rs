@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::example::example_in;
+use common::example::{example_in, text};
 use common::syslog::SyslogCapture;
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -21,14 +21,6 @@ fn pass(log: &SyslogCapture, cfg: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The shipped example config (`sip-ha.toml`), ready to use in a test.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 /// The example config written into `dir`, with its state_dir moved to
 /// `dir/state`. Its 192.168.0.x addresses stay: run the binary in an empty
@@ -20,4 +21,13 @@ pub fn example_in(dir: &Path) -> PathBuf {
     let path = dir.join("sip-ha.toml");
     std::fs::write(&path, src).expect("write the config");
     path
+}
+
+/// A finished command's standard output and error, as one text.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
