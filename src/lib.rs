@@ -17,10 +17,13 @@
 //! * [`state`]: the state file and the lock in `state_dir`.
 //! * [`log`]: syslog(3) and the history log on each node.
 //! * [`status`]: the `-v` screen and its JSON.
+//! * [`alert`]: mail (digested, queued on disk), SNMP traps and the syslog
+//!   facility: how the operator hears of a failover.
 //! * [`commands`]: one file per thing the command line can ask for.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
 pub mod address;
+pub mod alert;
 pub mod cli;
 pub mod commands;
 pub mod config;

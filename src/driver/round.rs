@@ -8,6 +8,7 @@
 //! once instead of at its next interval.
 
 use crate::address;
+use crate::alert::{self, Alerter};
 use crate::config::Config;
 use crate::log::Logger;
 use crate::observe::{Observer, Round};
@@ -41,6 +42,8 @@ pub struct Driver {
     /// Hooks and announcements, which run beside the next rounds.
     tasks: JoinSet<()>,
     last_announce: Option<Instant>,
+    /// Mail (digested, queued), SNMP traps.
+    alerter: Alerter,
 }
 
 impl Driver {
@@ -63,7 +66,9 @@ impl Driver {
         state: State,
         log: Logger,
     ) -> Driver {
+        let alerter = Alerter::new(&cfg, role, &cfg.cluster.state_dir, log.clone());
         Driver {
+            alerter,
             cfg,
             role,
             state,
@@ -89,6 +94,8 @@ impl Driver {
     /// Use a new configuration from the next round on (SIGHUP).
     pub fn reload(&mut self, cfg: Config) {
         self.observer = Observer::new(&cfg, self.role);
+        self.alerter.reload(&cfg);
+        self.log.facility = cfg.alert.syslog_facility;
         self.cfg = cfg;
     }
 
@@ -162,6 +169,12 @@ impl Driver {
 
         self.state.memory = node.into_memory();
         state::save(&self.cfg.cluster.state_dir, &self.state)?;
+        // Alerts after the save, so the mail's screen shows the new state;
+        // the mail itself is sent beside the next rounds.
+        let status = alert::status_after(&self.cfg, self.role, &self.state, &observed, holds);
+        self.alerter
+            .after_round(&events, &status, state::now_ms())
+            .await;
         if released {
             // The peer reads our new stance (saved above) when it wakes.
             match self.observer.wake_peer().await {
@@ -287,5 +300,6 @@ impl Driver {
     /// Wait for hooks and announcements to finish (before a pass exits).
     pub async fn settle(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+        self.alerter.settle().await;
     }
 }
