@@ -14,7 +14,8 @@
 //!   the window like any other event. So a link that flaps fifty times in a
 //!   minute gives one mail at the first takeover and one digest a window
 //!   later, not fifty mails ([`note`]).
-//! * A zero window sends every event on its own, at once.
+//! * A zero window sends every event on its own, at once; a window that
+//!   fills up ([`MAX_EVENTS`]) closes early.
 //! * While the cluster is not normal, a "still degraded" reminder goes out
 //!   every `[alert] reminder`, counted from when it stopped being normal
 //!   (the event mail already said so at that moment) ([`remind`]).
@@ -49,6 +50,10 @@ pub struct Book {
     pub last_sync: Option<String>,
 }
 
+/// A window closes early when it holds this many events, so a storm within
+/// a long window makes several long mails rather than an unbounded file.
+pub const MAX_EVENTS: usize = 500;
+
 /// Events that mean the service address moved, or is held twice.
 pub fn urgent(kind: EventKind) -> bool {
     matches!(
@@ -76,7 +81,7 @@ pub fn note(book: &mut Book, ev: Event, now_ms: u64, window: Duration) -> bool {
         .is_none_or(|t| now_ms < t || now_ms - t >= ms(window));
     let close_now = window.is_zero() || (urgent(ev.kind) && quiet);
     book.events.push(ev);
-    close_now
+    close_now || book.events.len() >= MAX_EVENTS
 }
 
 /// Whether the open window has run its time at `now_ms`.
@@ -252,6 +257,23 @@ mod tests {
                 (2_000, vec![EventKind::PeerBack])
             ]
         );
+    }
+
+    #[test]
+    fn a_storm_in_a_long_window_closes_it_at_the_cap() {
+        let events: Vec<(EventKind, u64)> = (0..(MAX_EVENTS as u64 + 10))
+            .map(|i| (EventKind::PeerLost, 1_000 + i))
+            .collect();
+        let mut book = Book::default();
+        let hour = Duration::from_secs(3600);
+        let mut mails = Vec::new();
+        for (kind, at) in events {
+            if note(&mut book, ev(kind, at), at, hour) {
+                mails.push(close(&mut book, at).len());
+            }
+        }
+        assert_eq!(mails, [MAX_EVENTS]);
+        assert_eq!(book.events.len(), 10, "the rest wait in a new window");
     }
 
     #[test]

@@ -153,6 +153,7 @@ impl Alerter {
         }
         self.book.screen = screen.to_owned();
         self.book.last_sync = last_sync.map(str::to_owned);
+        self.current = Some((screen.to_owned(), last_sync.map(str::to_owned)));
         let now = ev.at_ms;
         if digest::note(&mut self.book, ev.clone(), now, self.cfg.digest_window) {
             self.close_window(now);
@@ -215,11 +216,11 @@ impl Alerter {
     pub async fn after_round(&mut self, events: &[Event], status: &Status, now_ms: u64) {
         let screen = status.render();
         let sync = sync_line(status.last_sync.as_ref());
+        self.current = Some((screen.clone(), sync.clone()));
         for ev in events {
             self.event(ev, &screen, sync.as_deref()).await;
         }
         self.remind(status.exit_code == 0, &screen, sync.as_deref(), now_ms);
-        self.current = Some((screen, sync));
         self.tick(now_ms);
         self.poll().await;
     }

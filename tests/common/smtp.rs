@@ -5,9 +5,11 @@
 //! package installs into. It can be stopped and started again on the same
 //! port and maildir, as a mail server that goes down during an outage and
 //! comes back. With [`SmtpTls`] it offers STARTTLS (and requires it) or
-//! speaks implicit TLS, with a certificate from [`TestCa`].
+//! speaks implicit TLS, with a certificate from [`TestCa`]. With
+//! [`SmtpServer::start_in`] it runs inside a network namespace (a lab's
+//! client, where both servers can reach it).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +34,9 @@ pub enum SmtpTls {
 
 pub struct SmtpServer {
     child: Option<Child>,
+    pub host: IpAddr,
     pub port: u16,
+    netns: Option<String>,
     maildir: PathBuf,
     tls: SmtpTls,
     log: PathBuf,
@@ -54,9 +58,26 @@ impl SmtpServer {
     }
 
     pub fn start_with(dir: &Path, port: u16, tls: SmtpTls) -> SmtpServer {
+        SmtpServer::start_at(dir, None, [127, 0, 0, 1].into(), port, tls)
+    }
+
+    /// A plain server inside network namespace `ns`, on `host:port`.
+    pub fn start_in(dir: &Path, ns: &str, host: IpAddr, port: u16) -> SmtpServer {
+        SmtpServer::start_at(dir, Some(ns.to_owned()), host, port, SmtpTls::None)
+    }
+
+    fn start_at(
+        dir: &Path,
+        netns: Option<String>,
+        host: IpAddr,
+        port: u16,
+        tls: SmtpTls,
+    ) -> SmtpServer {
         let mut s = SmtpServer {
             child: None,
+            host,
             port,
+            netns,
             maildir: dir.join("maildir"),
             tls,
             log: dir.join("aiosmtpd.log"),
@@ -73,9 +94,16 @@ impl SmtpServer {
             .append(true)
             .open(&self.log)
             .expect("aiosmtpd log");
-        let mut c = Command::new(PYTHON);
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, PYTHON]);
+                c
+            }
+            None => Command::new(PYTHON),
+        };
         c.args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{}", self.port));
+            .arg(SocketAddr::new(self.host, self.port).to_string());
         match &self.tls {
             SmtpTls::None => {}
             SmtpTls::StartTls { cert, key } => {
@@ -93,10 +121,17 @@ impl SmtpServer {
         let mut child = c
             .spawn()
             .expect("start aiosmtpd (python3-aiosmtpd installed?)");
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let addr = SocketAddr::new(self.host, self.port);
+        let listening = || {
+            let try_it = || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+            match &self.netns {
+                Some(ns) => super::netns::in_ns_sync(ns, try_it),
+                None => try_it(),
+            }
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if listening() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {

@@ -2,7 +2,8 @@
 //! package `snmptrapd`), in the foreground on 127.0.0.1 and a free UDP
 //! port, accepting any community (`disableAuthorization yes`) and printing
 //! each trap it receives to standard output, OIDs in numbers (`-On`, no
-//! MIBs loaded).
+//! MIBs loaded). [`TrapReceiver::start_in`] runs it inside a network
+//! namespace, on a given address and port.
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -20,21 +21,39 @@ pub struct TrapReceiver {
 }
 
 impl TrapReceiver {
-    /// Start it with its config and persistent files in `dir`.
+    /// Start it on 127.0.0.1 and a free port, with its config and
+    /// persistent files in `dir`.
     pub fn start(dir: &Path) -> TrapReceiver {
         let port = UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
             .map(|a| a.port())
             .expect("a free UDP port");
+        TrapReceiver::start_at(dir, None, "127.0.0.1".parse().expect("an address"), port)
+    }
+
+    /// Start it inside network namespace `ns`, on `host:port`.
+    pub fn start_in(dir: &Path, ns: &str, host: std::net::IpAddr, port: u16) -> TrapReceiver {
+        TrapReceiver::start_at(dir, Some(ns), host, port)
+    }
+
+    fn start_at(dir: &Path, ns: Option<&str>, host: std::net::IpAddr, port: u16) -> TrapReceiver {
         let conf = dir.join("snmptrapd.conf");
         std::fs::write(&conf, "disableAuthorization yes\n").expect("write snmptrapd.conf");
         let persistent = dir.join("snmp-persist");
         std::fs::create_dir_all(&persistent).expect("persistent dir");
-        let mut child = Command::new(BINARY)
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BINARY]);
+                c
+            }
+            None => Command::new(BINARY),
+        };
+        let mut child = command
             .args(["-f", "-Lo", "-C", "-c"])
             .arg(&conf)
             .args(["-On", "-m", "", "-M", "/nonexistent"])
-            .arg(format!("udp:127.0.0.1:{port}"))
+            .arg(format!("udp:{}", std::net::SocketAddr::new(host, port)))
             .env("SNMP_PERSISTENT_DIR", &persistent)
             .env("MIBS", "")
             .stdin(Stdio::null())
