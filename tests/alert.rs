@@ -203,6 +203,35 @@ async fn mail_written_while_the_server_is_down_arrives_in_order_once_it_is_back(
 }
 
 #[tokio::test]
+async fn a_mail_server_that_hangs_is_given_up_after_the_timeout() {
+    // Accepts the connection and never says a word (a mail server wedged
+    // during the outage).
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "email_to = [\"ops@example.com\"]\nsmtp = \"127.0.0.1:{port}\"\ntls = \"none\"\ntimeout = \"1s\"\n"
+        ),
+    );
+    let mut a = alerter(&cfg, Role::Slave);
+    a.event(&ev(EventKind::Takeover, "hung server"), "", None)
+        .await;
+    let started = std::time::Instant::now();
+    let r = a.flush().await;
+    let took = started.elapsed();
+    assert_eq!((r.sent, r.left), (0, 1), "{r:?}");
+    assert!(took < Duration::from_secs(3), "gave up after {took:?}");
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("timed out")
+            || r.error.as_deref().unwrap_or("").contains("did not finish"),
+        "{r:?}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn five_events_in_one_window_make_one_mail_that_lists_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let smtp = SmtpServer::start(dir.path());
@@ -541,12 +570,35 @@ fn the_sendmail_transport_hands_mail_to_a_real_sendmail() {
         Some("ops@example.com")
     );
 
-    // A sendmail that is not there: check-config names it, with its line.
+    // A sendmail that is not there: alert --test says so on the email line
+    // and still tries the others; check-config names it, with its line.
     let cfg_path = dir.path().join("sip-ha.toml");
     let text_cfg = std::fs::read_to_string(&cfg_path)
         .unwrap()
         .replace("/usr/bin/msmtp", "/nonexistent/sendmail");
     std::fs::write(&cfg_path, text_cfg).unwrap();
+    let log = SyslogCapture::new();
+    let o = log
+        .command(Path::new(BIN), false)
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(["--node", "master", "alert", "--test"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("FAIL email: sendmail /nonexistent/sendmail refused or failed: "),
+        "{out}"
+    );
+    assert!(out.contains("OK   syslog:"), "{out}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("warning: ")
+            && String::from_utf8_lossy(&o.stderr).contains("/nonexistent/sendmail: does not exist"),
+        "{}",
+        text(&o)
+    );
     let o = std::process::Command::new(BIN)
         .arg("--config")
         .arg(&cfg_path)

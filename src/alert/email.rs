@@ -322,14 +322,16 @@ impl Mailer {
     /// accepted it. Bounded by `[alert] timeout`.
     pub async fn send(&self, draft: &Draft) -> Result<()> {
         let message = self.message(draft)?;
+        // lettre's errors print their cause themselves: keep them as text,
+        // so that the cause is not said twice.
         let sending = async {
             match &self.via {
                 Via::Smtp(t) => t
                     .send(message)
                     .await
                     .map(|_| ())
-                    .map_err(anyhow::Error::from),
-                Via::Sendmail(t) => t.send(message).await.map_err(anyhow::Error::from),
+                    .map_err(|e| anyhow!("{e}")),
+                Via::Sendmail(t) => t.send(message).await.map_err(|e| anyhow!("{e}")),
             }
         };
         // lettre's timeout bounds each step of the SMTP dialogue; this bounds

@@ -247,7 +247,12 @@ impl Alerter {
                 let (queue, mailer) = (self.queue.clone(), Arc::clone(mailer));
                 self.background = Some(tokio::spawn(async move { queue.flush(&mailer).await }));
             }
-            Err(e) => self.log.error(&format!("{e:#}")),
+            // An unreadable queue directory: say so, then as seldom as a
+            // failing mail server.
+            Err(e) => self.after_flush(&FlushReport {
+                error: Some(format!("{e:#}")),
+                ..FlushReport::default()
+            }),
         }
     }
 

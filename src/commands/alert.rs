@@ -24,10 +24,15 @@ use std::time::Duration;
 const TRAP_LISTEN: Duration = Duration::from_millis(300);
 
 pub fn run(cli: &Cli, args: &AlertArgs) -> Result<i32> {
-    let (cfg, role) = match super::check_or_refuse(cli) {
+    // Not check-config's strict load: a missing sendmail program is the
+    // email channel's FAIL line, and the other channels are still tried.
+    let (cfg, role) = match super::load_or_refuse(cli) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
     if !args.test {
         return show_queue(&cfg);
     }

@@ -67,9 +67,8 @@ pub(crate) fn load_or_refuse(cli: &Cli) -> std::result::Result<(Config, Role), i
     refuse(load(cli))
 }
 
-/// [`load_or_refuse`] with [`config::check`]: what `check-config` and
-/// `alert --test` use, where what the file names on this machine must be
-/// there too.
+/// [`load_or_refuse`] with [`config::check`]: what `check-config` uses,
+/// where what the file names on this machine must be there too.
 pub(crate) fn check_or_refuse(cli: &Cli) -> std::result::Result<(Config, Role), i32> {
     refuse(load_with(cli, config::check))
 }
