@@ -169,12 +169,6 @@ impl Driver {
 
         self.state.memory = node.into_memory();
         state::save(&self.cfg.cluster.state_dir, &self.state)?;
-        // Alerts after the save, so the mail's screen shows the new state;
-        // the mail itself is sent beside the next rounds.
-        let status = alert::status_after(&self.cfg, self.role, &self.state, &observed, holds);
-        self.alerter
-            .after_round(&events, &status, state::now_ms())
-            .await;
         if released {
             // The peer reads our new stance (saved above) when it wakes.
             match self.observer.wake_peer().await {
@@ -185,6 +179,13 @@ impl Driver {
                 Err(e) => self.log.warn(&format!("could not wake the peer: {e:#}")),
             }
         }
+        // Alerts last (after the peer is woken: they write files), from the
+        // saved state so the mail's screen is the new one; the mail itself
+        // is sent beside the next rounds.
+        let status = alert::status_after(&self.cfg, self.role, &self.state, &observed, holds);
+        self.alerter
+            .after_round(&events, &status, state::now_ms())
+            .await;
         Ok(Outcome {
             observed,
             actions: done,
