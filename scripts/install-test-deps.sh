@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, every real part the test suite talks to:
 # sshd, Kamailio (the SIP service), sipp, keepalived and rsync (for the
-# benchmarks), an SMTP server, snmptrapd, arping, iproute2 (namespaces) and
-# nftables (packet loss in the two-server lab).
+# benchmarks), an SMTP server, a sendmail and openssl, snmptrapd, arping,
+# iproute2 (namespaces) and nftables (packet loss in the two-server lab).
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 
@@ -14,6 +14,8 @@ pkgs=(
   nftables                        # packet loss in the lab where the kernel has no netem
   keepalived rsync                # what the benchmarks compare against
   python3-aiosmtpd                # a real SMTP server for the alert tests
+  msmtp                           # a real sendmail (relays to aiosmtpd) for the sendmail transport
+  openssl                         # a private CA and certificate for the STARTTLS / TLS mail tests
   snmptrapd snmp                  # a real trap receiver
   rsyslog                         # a real syslog daemon
   procps psmisc util-linux sqlite3 # ps/pkill/unshare and the astdb snapshot tests

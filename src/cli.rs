@@ -102,6 +102,18 @@ pub enum Command {
     /// (`restrict,command="/usr/local/sbin/sip-ha serve"` in authorized_keys),
     /// not by hand.
     Serve(ServeArgs),
+    /// Alerts: with --test, send a test message on every configured channel
+    /// (mail straight through the real transport, a syslog line, an SNMP
+    /// trap to each receiver) and say for each whether it worked; exit 0 if
+    /// all did, 1 if not. Without, show the mail queue.
+    Alert(AlertArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct AlertArgs {
+    /// Send a test message on every channel.
+    #[arg(long)]
+    pub test: bool,
 }
 
 #[derive(Debug, Args, Default)]

@@ -15,15 +15,18 @@
 //! * [`link`]: the SSH link to `sip-ha serve` on the peer and its framed
 //!   protocol.
 //! * [`state`]: the state file and the lock in `state_dir`.
-//! * [`sync`]: scan, manifest, hash tree and diff of the synced directories.
+//! * [`sync`]: copying the sync paths from the active server to the standby
+//!   by content hash (scan, manifest, hash tree, diff, chunked deltas,
+//!   atomic writes, a trash for deletions).
 //! * [`log`]: syslog(3) and the history log on each node.
 //! * [`status`]: the `-v` screen and its JSON.
-//! * [`sync`]: copying the sync paths from the active server to the standby
-//!   by content hash (chunked deltas, atomic writes, a trash for deletions).
+//! * [`alert`]: mail (digested, queued on disk), SNMP traps and the syslog
+//!   facility: how the operator hears of a failover.
 //! * [`commands`]: one file per thing the command line can ask for.
 //! * The decision core lives in its own crate, `sip-ha-core`, with no I/O.
 
 pub mod address;
+pub mod alert;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -46,6 +46,88 @@ impl Level {
     }
 }
 
+/// A syslog facility: which log a line goes to on the syslog side (rsyslog
+/// routes on it, e.g. `local3.* /var/log/sip-ha.log`). The priority a line
+/// carries on the wire is `facility * 8 + severity`; the constants in
+/// `libc` are already multiplied, so `LOG_LOCAL3` is 19 * 8 = 152.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Facility {
+    name: &'static str,
+    code: libc::c_int,
+}
+
+/// Every facility a program may log to, by the name `syslog_facility` takes.
+/// `kern` is not here: only the kernel may log there.
+const FACILITIES: [(&str, libc::c_int); 19] = [
+    ("auth", libc::LOG_AUTH),
+    ("authpriv", libc::LOG_AUTHPRIV),
+    ("cron", libc::LOG_CRON),
+    ("daemon", libc::LOG_DAEMON),
+    ("ftp", libc::LOG_FTP),
+    ("lpr", libc::LOG_LPR),
+    ("mail", libc::LOG_MAIL),
+    ("news", libc::LOG_NEWS),
+    ("syslog", libc::LOG_SYSLOG),
+    ("user", libc::LOG_USER),
+    ("uucp", libc::LOG_UUCP),
+    ("local0", libc::LOG_LOCAL0),
+    ("local1", libc::LOG_LOCAL1),
+    ("local2", libc::LOG_LOCAL2),
+    ("local3", libc::LOG_LOCAL3),
+    ("local4", libc::LOG_LOCAL4),
+    ("local5", libc::LOG_LOCAL5),
+    ("local6", libc::LOG_LOCAL6),
+    ("local7", libc::LOG_LOCAL7),
+];
+
+impl Facility {
+    /// `daemon`, the default.
+    pub const DAEMON: Facility = Facility {
+        name: "daemon",
+        code: libc::LOG_DAEMON,
+    };
+
+    /// The facility called `name` (`daemon`, `local3`...), if there is one.
+    pub fn from_name(name: &str) -> Option<Facility> {
+        FACILITIES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(name, code)| Facility { name, code })
+    }
+
+    /// The names `from_name` knows, for error messages.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        FACILITIES.iter().map(|(n, _)| *n)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    /// The value `syslog(3)` takes (already shifted: facility number * 8).
+    pub fn code(self) -> libc::c_int {
+        self.code
+    }
+}
+
+impl Default for Facility {
+    fn default() -> Facility {
+        Facility::DAEMON
+    }
+}
+
+impl std::fmt::Debug for Facility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl std::fmt::Display for Facility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
 /// Where this run's log lines go.
 #[derive(Debug, Clone)]
 pub struct Logger {
@@ -57,7 +139,8 @@ pub struct Logger {
     pub node: String,
     /// Where history.log lives; `None` before the config is known.
     pub history_dir: Option<PathBuf>,
-    pub facility: libc::c_int,
+    /// `[alert] syslog_facility`; `daemon` until the config is known.
+    pub facility: Facility,
 }
 
 static OPEN: Once = Once::new();
@@ -69,12 +152,20 @@ impl Logger {
             echo: false,
             node: node.to_string(),
             history_dir,
-            facility: libc::LOG_DAEMON,
+            facility: Facility::DAEMON,
         }
     }
 
+    /// The same logger, logging to `facility`.
+    pub fn with_facility(mut self, facility: Facility) -> Logger {
+        self.facility = facility;
+        self
+    }
+
     fn open_syslog(&self) {
-        let facility = self.facility;
+        // The facility given here is only the default: each line names its
+        // own (below), so a SIGHUP that changes it takes effect at once.
+        let facility = self.facility.code();
         OPEN.call_once(|| {
             // The ident must outlive every syslog call: it is leaked on purpose.
             static IDENT: &[u8] = b"sip-ha\0";
@@ -109,7 +200,13 @@ impl Logger {
         if let Ok(c) = CString::new(clean) {
             // SAFETY: the format is a static "%s" and the argument a valid C
             // string, so syslog reads exactly one NUL-terminated string.
-            unsafe { libc::syslog(self.facility | level.priority(), c"%s".as_ptr(), c.as_ptr()) };
+            unsafe {
+                libc::syslog(
+                    self.facility.code() | level.priority(),
+                    c"%s".as_ptr(),
+                    c.as_ptr(),
+                )
+            };
         }
     }
 

@@ -2,9 +2,11 @@
 //! mistake is reported (line, column and a message that names the problem).
 
 use sip_ha::config::{
-    load, parse, Alert, Check, CheckKind, Cluster, Config, ConfigError, Health, Hooks, NodeConfig,
-    Peer, PeerPath, SipTarget, Ssh, Sync, SyncPath, Transport, Witness,
+    check, load, parse, Alert, Check, CheckKind, Cluster, Config, ConfigError, Health, Hooks,
+    MailVia, NodeConfig, Peer, PeerPath, SipTarget, Smtp, SnmpTarget, Ssh, Sync, SyncPath, TlsMode,
+    Transport, Witness,
 };
+use sip_ha::log::Facility;
 use sip_ha_core::{Failback, Role};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,6 +95,12 @@ fn assert_error(e: &ConfigError, line: u32, column: u32, words: &[&str]) {
     );
 }
 
+/// `sip-ha@<hostname>`, the default sender, worked out here independently.
+fn default_sender() -> String {
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    format!("sip-ha@{host}")
+}
+
 fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-ha.toml")
 }
@@ -174,6 +182,20 @@ fn the_shipped_example_is_valid_and_resolves_as_documented() {
         },
         alert: Alert {
             email_to: vec!["ops@example.com".into()],
+            email_from: default_sender(),
+            mail: MailVia::Smtp(Smtp {
+                host: "mail.example.com".into(),
+                port: 587,
+                tls: TlsMode::StartTls,
+                user: None,
+                password: None,
+                tls_ca: None,
+            }),
+            timeout: Duration::from_secs(10),
+            digest_window: Duration::from_secs(60),
+            reminder: Some(Duration::from_secs(3600)),
+            syslog_facility: Facility::DAEMON,
+            snmp: vec![],
         },
         hooks: Hooks {
             on_active: None,
@@ -227,6 +249,24 @@ witness = ["10.0.0.254"]
     assert_eq!(c.sync.interval, Duration::from_secs(60));
     assert!(c.sync.paths.is_empty());
     assert!(c.alert.email_to.is_empty());
+    assert_eq!(c.alert.email_from, default_sender());
+    assert_eq!(
+        c.alert.mail,
+        MailVia::Smtp(Smtp {
+            host: "localhost".into(),
+            port: 25,
+            tls: TlsMode::None,
+            user: None,
+            password: None,
+            tls_ca: None,
+        }),
+        "no smtp and no sendmail: the local mail server, unencrypted"
+    );
+    assert_eq!(c.alert.timeout, Duration::from_secs(10));
+    assert_eq!(c.alert.digest_window, Duration::from_secs(60));
+    assert_eq!(c.alert.reminder, Some(Duration::from_secs(3600)));
+    assert_eq!(c.alert.syslog_facility, Facility::DAEMON);
+    assert!(c.alert.snmp.is_empty());
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
     let v6 = ok(&with(
@@ -823,6 +863,221 @@ fn email_addresses_are_checked() {
         "[alert]\nemail_to = [\"ops@example.com\", \"ops at example\"]\n",
     ));
     assert_error(&e, 36, 32, &["does not look like an email address"]);
+    let e = err(&plus("[alert]\nemail_from = \"sip-ha\"\n"));
+    assert_error(
+        &e,
+        36,
+        14,
+        &["email_from \"sip-ha\" is not an email address"],
+    );
+    let c = ok(&plus(
+        "[alert]\nemail_to = [\"Ops <ops@example.com>\"]\nemail_from = \"PBX <pbx@example.com>\"\n",
+    ));
+    assert_eq!(c.alert.email_to, ["Ops <ops@example.com>"]);
+    assert_eq!(c.alert.email_from, "PBX <pbx@example.com>");
+}
+
+#[test]
+fn every_alert_key_resolves() {
+    let c = ok(&plus(
+        r#"[alert]
+email_to = ["ops@example.com", "night@example.com"]
+email_from = "pbx@example.com"
+smtp = "[2001:db8::25]"
+tls = "tls"
+smtp_user = "pbx"
+smtp_password = "hunter2"
+tls_ca = "/etc/sip-ha/ca.pem"
+timeout = "3s"
+digest_window = "0s"
+reminder = "0s"
+syslog_facility = "local3"
+
+[[alert.snmp]]
+host = "192.168.0.5"
+
+[[alert.snmp]]
+host = "nms.example.com:1162"
+community = "s3cret"
+"#,
+    ));
+    let a = &c.alert;
+    assert_eq!(a.email_to, ["ops@example.com", "night@example.com"]);
+    assert_eq!(a.email_from, "pbx@example.com");
+    assert_eq!(
+        a.mail,
+        MailVia::Smtp(Smtp {
+            host: "2001:db8::25".into(),
+            port: 465,
+            tls: TlsMode::Tls,
+            user: Some("pbx".into()),
+            password: Some("hunter2".into()),
+            tls_ca: Some("/etc/sip-ha/ca.pem".into()),
+        })
+    );
+    assert_eq!(a.timeout, Duration::from_secs(3));
+    assert_eq!(a.digest_window, Duration::ZERO, "zero: no digest");
+    assert_eq!(a.reminder, None, "zero: no reminder");
+    assert_eq!(a.syslog_facility, Facility::from_name("local3").unwrap());
+    assert_eq!(a.syslog_facility.code(), 19 * 8);
+    assert_eq!(
+        a.snmp,
+        [
+            SnmpTarget {
+                host: "192.168.0.5".into(),
+                port: 162,
+                community: "public".into()
+            },
+            SnmpTarget {
+                host: "nms.example.com".into(),
+                port: 1162,
+                community: "s3cret".into()
+            }
+        ]
+    );
+    // The password never shows in what check-config prints.
+    let printed = format!("{c:#?}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(printed.contains("(hidden)"));
+
+    // The port follows the TLS mode unless written.
+    let port = |tls: &str, smtp: &str| {
+        let c = ok(&plus(&format!(
+            "[alert]\nemail_to = [\"o@x.org\"]\nsmtp = \"{smtp}\"\n{tls}"
+        )));
+        match c.alert.mail {
+            MailVia::Smtp(s) => (s.tls, s.port),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(port("", "mail.x.org"), (TlsMode::StartTls, 587));
+    assert_eq!(port("tls = \"none\"\n", "mail.x.org"), (TlsMode::None, 25));
+    assert_eq!(
+        port("tls = \"tls\"\n", "mail.x.org:2465"),
+        (TlsMode::Tls, 2465)
+    );
+
+    let c = ok(&plus(
+        "[alert]\nemail_to = [\"o@x.org\"]\nsendmail = \"/usr/sbin/sendmail\"\n",
+    ));
+    assert_eq!(c.alert.mail, MailVia::Sendmail("/usr/sbin/sendmail".into()));
+}
+
+#[test]
+fn alert_mistakes_are_named_with_their_line() {
+    // Lines: 35 [alert], 36 on.
+    let e = err(&plus("[alert]\nsmtp = \"mail.example.com:0\"\n"));
+    assert_error(&e, 36, 8, &["port is not a number from 1 to 65535"]);
+    let e = err(&plus("[alert]\nsmtp = \"2001:db8::25\"\n"));
+    assert_error(&e, 36, 8, &["IPv6 address goes in brackets"]);
+    let e = err(&plus("[alert]\nsmtp = \"mail example.com\"\n"));
+    assert_error(&e, 36, 8, &["cannot read \"mail example.com\""]);
+    let e = err(&plus(
+        "[alert]\nsmtp = \"mail.example.com\"\ntls = \"ssl\"\n",
+    ));
+    assert_error(
+        &e,
+        37,
+        7,
+        &["unknown tls mode `ssl`", "\"starttls\" (port 587)"],
+    );
+    let e = err(&plus("[alert]\nsmtp_user = \"pbx\"\n"));
+    assert_error(&e, 36, 1, &["`smtp_user` without `smtp_password`"]);
+    let e = err(&plus("[alert]\nsmtp_password = \"x\"\n"));
+    assert_error(&e, 36, 1, &["`smtp_password` without `smtp_user`"]);
+    let e = err(&plus(
+        "[alert]\nsmtp = \"mail.example.com\"\nsendmail = \"/usr/sbin/sendmail\"\n",
+    ));
+    assert_error(&e, 37, 1, &["both `sendmail` and `smtp` (line 36) are set"]);
+    let e = err(&plus("[alert]\nsendmail = \"sendmail\"\n"));
+    assert_error(&e, 36, 12, &["`sendmail` is not an absolute path"]);
+    let e = err(&plus(
+        "[alert]\nsendmail = \"/usr/sbin/sendmail\"\ntls = \"none\"\n",
+    ));
+    assert_error(&e, 37, 1, &["`tls` is for `smtp`"]);
+    let e = err(&plus("[alert]\ntls = \"none\"\ntls_ca = \"/etc/ca.pem\"\n"));
+    assert_error(&e, 37, 1, &["`tls_ca` is set but tls = \"none\""]);
+    let e = err(&plus("[alert]\ntimeout = \"0s\"\n"));
+    assert_error(&e, 36, 11, &["timeout must be more than zero"]);
+    let e = err(&plus("[alert]\ndigest_window = \"soon\"\n"));
+    assert_error(&e, 36, 17, &["cannot read `digest_window`"]);
+    let e = err(&plus("[alert]\nsyslog_facility = \"local9\"\n"));
+    assert_error(
+        &e,
+        36,
+        19,
+        &["unknown syslog facility `local9`", "local7", "daemon"],
+    );
+    let e = err(&plus("[[alert.snmp]]\ncommunity = \"x\"\n"));
+    assert_error(&e, 35, 1, &["missing `host` in [[alert.snmp]]"]);
+    let e = err(&plus("[[alert.snmp]]\nhost = \"nms:99999\"\n"));
+    assert_error(&e, 36, 8, &["\"nms:99999\": the port is not a number"]);
+    let e = err(&plus("[[alert.snmp]]\nhost = \"nms\"\ncommunity = \"\"\n"));
+    assert_error(&e, 37, 13, &["`community` is empty"]);
+    let e = err(&plus("[[alert.snmp]]\nhost = \"nms\"\nport = 162\n"));
+    assert_error(&e, 37, 1, &["unknown key `port` in [[alert.snmp]]"]);
+}
+
+#[test]
+fn unwise_alert_settings_are_warnings() {
+    let c = ok(&plus(
+        "[alert]\nemail_to = [\"o@x.org\"]\nsmtp = \"mail.x.org\"\ntls = \"none\"\nsmtp_user = \"u\"\nsmtp_password = \"p\"\n",
+    ));
+    assert_eq!(
+        c.warnings,
+        [format!(
+            "{FILE}:40:1: with tls = \"none\" the SMTP password goes to mail.x.org unencrypted"
+        )]
+    );
+    // To this machine itself, nothing crosses a network.
+    let c = ok(&plus(
+        "[alert]\nemail_to = [\"o@x.org\"]\nsmtp = \"127.0.0.1:25\"\ntls = \"none\"\nsmtp_user = \"u\"\nsmtp_password = \"p\"\n",
+    ));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = ok(&plus("[alert]\nsmtp = \"mail.x.org\"\n"));
+    assert_eq!(
+        c.warnings,
+        [format!(
+            "{FILE}:36:1: mail is configured but `email_to` is empty: no mail is sent"
+        )]
+    );
+}
+
+#[test]
+fn a_missing_sendmail_is_an_error_for_check_config_and_a_warning_for_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sip-ha.toml");
+    let src = plus("[alert]\nemail_to = [\"o@x.org\"]\nsendmail = \"/nonexistent/sendmail\"\n");
+    std::fs::write(&path, &src).unwrap();
+    let e = check(&path).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(37), Some(12)), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("sendmail program /nonexistent/sendmail: does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("postfix, exim4 or msmtp-mta"), "{text}");
+    let c = load(&path).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("/nonexistent/sendmail: does not exist")
+            && c.warnings[0].contains("alert mail stays queued"),
+        "{:?}",
+        c.warnings
+    );
+    // Present but not executable.
+    let program = dir.path().join("sendmail");
+    std::fs::write(&program, "#!/bin/sh\n").unwrap();
+    let src = plus(&format!(
+        "[alert]\nemail_to = [\"o@x.org\"]\nsendmail = \"{}\"\n",
+        program.display()
+    ));
+    std::fs::write(&path, &src).unwrap();
+    let e = check(&path).unwrap_err();
+    assert!(e.to_string().contains("is not executable"), "{e}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(check(&path).is_ok());
 }
 
 // ---- several problems at once
@@ -871,6 +1126,20 @@ fn a_world_readable_ami_secret_is_a_warning() {
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(load(&path).unwrap().warnings.is_empty());
+
+    // An SMTP password too: both named, each with its first line.
+    let src = format!(
+        "{src}[alert]\nemail_to = [\"o@x.org\"]\nsmtp = \"mail.x.org\"\nsmtp_user = \"u\"\nsmtp_password = \"p\"\n"
+    );
+    std::fs::write(&path, &src).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        load(&path).unwrap().warnings,
+        [format!(
+            "sip-ha.toml is world-readable and holds an AMI secret (line 38) and an SMTP password (line 43); run: chmod 600 {}",
+            path.display()
+        )]
+    );
 }
 
 #[test]

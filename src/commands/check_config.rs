@@ -1,11 +1,12 @@
 //! `sip-ha check-config`: validate, then print the resolved configuration
-//! with this node's identity.
+//! with this node's identity. Stricter than a run: what the file names on
+//! this machine (the `sendmail` program) must be there.
 
 use crate::cli::Cli;
 use anyhow::Result;
 
 pub fn run(cli: &Cli) -> Result<i32> {
-    let (cfg, role) = match super::load_or_refuse(cli) {
+    let (cfg, role) = match super::check_or_refuse(cli) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

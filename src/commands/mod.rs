@@ -1,6 +1,7 @@
 //! One file per thing the command line can ask for. Each returns the exit
 //! status; errors are printed here, once, with their whole context chain.
 
+mod alert;
 mod check;
 mod check_config;
 mod copy;
@@ -27,6 +28,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         (Some(Command::CheckConfig), _) => check_config::run(&cli),
         (Some(Command::Serve(args)), _) => serve::run(&cli, args),
         (Some(Command::Run(args)), _) => run::run(&cli, args),
+        (Some(Command::Alert(args)), _) => alert::run(&cli, args),
         (None, a) if a.verify => verify::run(&cli, cli.json),
         (None, a) if a.failover => operator::run(&cli, CoreCommand::Failover { force: cli.force }),
         (None, a) if a.disable => operator::run(&cli, CoreCommand::Disable),
@@ -47,7 +49,14 @@ pub fn dispatch(cli: Cli) -> i32 {
 /// Load the config and work out which node this is. Either failing means
 /// the configuration is unusable here: nothing else may run.
 pub(crate) fn load(cli: &Cli) -> Result<(Config, Role)> {
-    let cfg = config::load(&cli.config)?;
+    load_with(cli, config::load)
+}
+
+fn load_with(
+    cli: &Cli,
+    read: fn(&std::path::Path) -> std::result::Result<Config, config::ConfigError>,
+) -> Result<(Config, Role)> {
+    let cfg = read(&cli.config)?;
     let role = crate::identity::which_node(&cfg, cli.node.as_deref())?;
     Ok((cfg, role))
 }
@@ -55,7 +64,17 @@ pub(crate) fn load(cli: &Cli) -> Result<(Config, Role)> {
 /// [`load`], or print why the configuration is refused and return the
 /// exit status to use (2): nothing else may run.
 pub(crate) fn load_or_refuse(cli: &Cli) -> std::result::Result<(Config, Role), i32> {
-    load(cli).map_err(|e| {
+    refuse(load(cli))
+}
+
+/// [`load_or_refuse`] with [`config::check`]: what `check-config` uses,
+/// where what the file names on this machine must be there too.
+pub(crate) fn check_or_refuse(cli: &Cli) -> std::result::Result<(Config, Role), i32> {
+    refuse(load_with(cli, config::check))
+}
+
+fn refuse(loaded: Result<(Config, Role)>) -> std::result::Result<(Config, Role), i32> {
+    loaded.map_err(|e| {
         eprintln!("sip-ha: {e:#}");
         eprintln!("sip-ha: configuration refused; nothing was done");
         2
@@ -80,4 +99,5 @@ pub(crate) fn logger(cli: &Cli, cfg: Option<&Config>, role: Option<Role>) -> Log
         cfg.map(|c| c.cluster.state_dir.clone()),
         cli.log,
     )
+    .with_facility(cfg.map_or_else(Default::default, |c| c.alert.syslog_facility))
 }

@@ -30,7 +30,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
     let mut notices: Vec<String> = cfg.warnings.clone();
     let loaded = state::load(dir, role)?;
     notices.extend(loaded.notice);
-    let logger = super::logger(cli, None, Some(role));
+    let logger = super::logger(cli, None, Some(role)).with_facility(cfg.alert.syslog_facility);
     let rt = super::runtime()?;
     let round = rt.block_on(async { Observer::new(&cfg, role).all_paths().round(&logger).await });
     let peer = cfg.node(role.peer());

@@ -9,8 +9,11 @@
 //! `check-config` run lists them all, in file order; "allowed but unwise" findings
 //! become [`Config::warnings`].
 //!
-//! [`load()`] adds what needs the filesystem: reading the file, and warning when
-//! a file that holds an AMI secret can be read by anyone.
+//! [`load()`] adds what needs the filesystem: reading the file, warning when
+//! a file that holds an AMI secret or an SMTP password can be read by anyone,
+//! and warning when the `sendmail` program it names is missing. [`check()`]
+//! (what `check-config` runs) makes that last one an error: a running node
+//! keeps failing over without mail, but an operator checking the file is told.
 
 use super::error::ConfigError;
 use super::raw::{self, RawCheck, RawConfig, StatusSpec};
@@ -50,8 +53,20 @@ fn kind_keys(kind: &str) -> &'static [&'static str] {
 /// Reads and checks the configuration file at `path`.
 ///
 /// Besides everything [`parse`] checks, warns when the file is readable by
-/// every user and holds an AMI secret.
+/// every user and holds an AMI secret or SMTP password, and when the
+/// `sendmail` program it names is not there (alerts then stay queued; the
+/// node itself works on).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, false)
+}
+
+/// [`load`] for `check-config`: the things on this machine that the file
+/// names must be there too, so a missing `sendmail` program is an error.
+pub fn check(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, true)
+}
+
+fn load_with(path: &Path, strict: bool) -> Result<Config, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError::unreadable(path, &e))?;
     let src = match String::from_utf8(bytes) {
         Ok(src) => src,
@@ -67,20 +82,60 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     };
-    let (mut config, secret_lines) = parse_inner(&src, path)?;
-    if let Some(&line) = secret_lines.first() {
-        if world_readable(path) {
-            let file = path.file_name().map_or_else(
-                || path.display().to_string(),
-                |f| f.to_string_lossy().into_owned(),
+    let (mut config, found) = parse_inner(&src, path)?;
+    if !found.secrets.is_empty() && world_readable(path) {
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        // The first line of each kind of secret, in file order.
+        let mut kinds: Vec<(usize, &str)> = Vec::new();
+        for &(line, what) in &found.secrets {
+            if !kinds.iter().any(|(_, w)| *w == what) {
+                kinds.push((line, what));
+            }
+        }
+        let held: Vec<String> = kinds
+            .iter()
+            .map(|(line, what)| format!("{what} (line {line})"))
+            .collect();
+        config.warnings.push(format!(
+            "{file} is world-readable and holds {}; run: chmod 600 {}",
+            held.join(" and "),
+            path.display()
+        ));
+    }
+    if let Some((program, span)) = &found.sendmail {
+        if let Err(why) = executable(program) {
+            let expected = "the path of an installed sendmail (postfix, exim4 or msmtp-mta provide /usr/sbin/sendmail), or `smtp` instead";
+            let e = ConfigError::at(
+                path,
+                &src,
+                span.clone(),
+                format!("sendmail program {}: {why}", program.display()),
+                Some(expected.to_owned()),
             );
-            config.warnings.push(format!(
-                "{file} is world-readable and holds an AMI secret (line {line}); run: chmod 600 {}",
-                path.display()
-            ));
+            if strict {
+                return Err(e);
+            }
+            config
+                .warnings
+                .push(format!("{e}; alert mail stays queued until it is there"));
         }
     }
     Ok(config)
+}
+
+/// Whether `program` is a file someone may execute; why not, if not.
+fn executable(program: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(program) {
+        Ok(m) if !m.is_file() => Err("is not a file".to_owned()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("is not executable".to_owned()),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("does not exist".to_owned()),
+        Err(e) => Err(format!("cannot be read ({e})")),
+    }
 }
 
 #[cfg(unix)]
@@ -100,19 +155,28 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     parse_inner(src, path).map(|(config, _)| config)
 }
 
-/// [`parse`], also returning the lines that hold AMI secrets.
-fn parse_inner(src: &str, path: &Path) -> Result<(Config, Vec<usize>), ConfigError> {
+/// What [`load`] checks further, against the file's mode and the machine.
+#[derive(Debug, Default)]
+struct Found {
+    /// Lines holding a secret, and what it is ("an AMI secret").
+    secrets: Vec<(usize, &'static str)>,
+    /// The `sendmail` program named, and where.
+    sendmail: Option<(PathBuf, Range<usize>)>,
+}
+
+/// [`parse`], also returning what [`load`] looks at further.
+fn parse_inner(src: &str, path: &Path) -> Result<(Config, Found), ConfigError> {
     let raw = raw::from_str(src).map_err(|e| ConfigError::from_toml(path, src, &e))?;
     let mut cx = Ctx {
         src,
         path,
         errors: Vec::new(),
         warnings: Vec::new(),
-        secret_lines: Vec::new(),
+        found: Found::default(),
     };
     let config = cx.config(&raw);
     if cx.errors.is_empty() {
-        return Ok((config, cx.secret_lines));
+        return Ok((config, cx.found));
     }
     // File order; the sort is stable, so problems on one spot keep the order
     // they were found in.
@@ -124,7 +188,7 @@ fn parse_inner(src: &str, path: &Path) -> Result<(Config, Vec<usize>), ConfigErr
             first.more = errors.collect();
             Err(first)
         }
-        None => Ok((config, cx.secret_lines)),
+        None => Ok((config, cx.found)),
     }
 }
 
@@ -134,7 +198,7 @@ struct Ctx<'a> {
     path: &'a Path,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
-    secret_lines: Vec<usize>,
+    found: Found,
 }
 
 /// The start of the file, for problems that have no better place.
@@ -321,7 +385,7 @@ impl Ctx<'_> {
         let health = self.health(raw.health.as_ref().map(Spanned::get_ref));
         let peer = self.peer(raw.peer.as_ref(), &cluster, [&master, &slave]);
         let sync = self.sync(raw.sync.as_ref().map(Spanned::get_ref));
-        let alert = self.alert(raw.alert.as_ref().map(Spanned::get_ref));
+        let alert = self.alert(raw.alert.as_ref());
         let hooks = self.hooks(raw.hooks.as_ref().map(Spanned::get_ref));
         Config {
             path: self.path.to_owned(),
@@ -755,7 +819,8 @@ impl Ctx<'_> {
                     "the AMI secret from manager.conf",
                 );
                 if let Some(s) = secret {
-                    self.secret_lines.push(self.line(&s.span()));
+                    let line = self.line(&s.span());
+                    self.found.secrets.push((line, "an AMI secret"));
                 }
                 let host = self.text(&raw.host, "host", "127.0.0.1");
                 if host.chars().any(char::is_whitespace) {
@@ -1171,24 +1236,251 @@ impl Ctx<'_> {
         hooks
     }
 
-    fn alert(&mut self, raw: Option<&raw::RawAlert>) -> Alert {
-        let mut alert = Alert::default();
-        let Some(list) = raw.and_then(|r| r.email_to.as_ref()) else {
-            return alert;
+    fn alert(&mut self, raw: Option<&Spanned<raw::RawAlert>>) -> Alert {
+        let mut alert = Alert {
+            email_to: Vec::new(),
+            email_from: default_sender(),
+            mail: MailVia::Smtp(Smtp {
+                host: "localhost".to_owned(),
+                port: 25,
+                tls: TlsMode::None,
+                user: None,
+                password: None,
+                tls_ca: None,
+            }),
+            timeout: Duration::from_secs(10),
+            digest_window: Duration::from_secs(60),
+            reminder: Some(Duration::from_secs(3600)),
+            syslog_facility: crate::log::Facility::DAEMON,
+            snmp: Vec::new(),
         };
-        for addr in list.get_ref() {
+        let Some(raw) = raw else { return alert };
+        let raw = raw.get_ref();
+        let expected = "one address per string, like \"ops@example.com\"";
+        for addr in raw.email_to.as_ref().map_or(&[][..], |l| l.get_ref()) {
             let text = addr.get_ref().trim();
-            if looks_like_email(text) {
+            if mailbox(text) {
                 alert.email_to.push(text.to_owned());
             } else {
                 self.error(
                     addr.span(),
                     format!("\"{}\" does not look like an email address", addr.get_ref()),
-                    Some("one address per string, like \"ops@example.com\""),
+                    Some(expected),
                 );
             }
         }
+        if let Some(from) = &raw.email_from {
+            let text = from.get_ref().trim();
+            if mailbox(text) {
+                alert.email_from = text.to_owned();
+            } else {
+                self.error(
+                    from.span(),
+                    format!("email_from \"{}\" is not an email address", from.get_ref()),
+                    Some("an address like \"sip-ha@pbx.example.com\" or \"PBX <sip-ha@pbx.example.com>\""),
+                );
+            }
+        }
+        alert.mail = self.mail_via(raw);
+        if alert.email_to.is_empty() {
+            if let Some(s) = raw.smtp.as_ref().or(raw.sendmail.as_ref()) {
+                let key = if raw.smtp.is_some() {
+                    "smtp"
+                } else {
+                    "sendmail"
+                };
+                let span = self.key_span(key, &s.span());
+                self.warn(
+                    span,
+                    "mail is configured but `email_to` is empty: no mail is sent",
+                );
+            }
+        }
+        alert.timeout = self.duration(&raw.timeout, "timeout", alert.timeout, true);
+        alert.digest_window = self.duration(
+            &raw.digest_window,
+            "digest_window",
+            alert.digest_window,
+            false,
+        );
+        let reminder = self.duration(&raw.reminder, "reminder", Duration::from_secs(3600), false);
+        alert.reminder = (!reminder.is_zero()).then_some(reminder);
+        if let Some(f) = &raw.syslog_facility {
+            match crate::log::Facility::from_name(f.get_ref().trim()) {
+                Some(facility) => alert.syslog_facility = facility,
+                None => {
+                    let names: Vec<&str> = crate::log::Facility::names().collect();
+                    self.error(
+                        f.span(),
+                        format!("unknown syslog facility `{}`", f.get_ref()),
+                        Some(&format!("one of: {}", names.join(", "))),
+                    );
+                }
+            }
+        }
+        for entry in &raw.snmp {
+            let span = entry.span();
+            let e = entry.get_ref();
+            let t = "[[alert.snmp]]";
+            let host = self.required(
+                &e.host,
+                "host",
+                t,
+                &span,
+                "a trap receiver, like \"192.168.0.5\" or \"nms.example.com:162\"",
+            );
+            let target = host.and_then(|h| match host_and_port(h.get_ref()) {
+                Ok((host, port)) => Some((host, port.unwrap_or(162))),
+                Err(why) => {
+                    self.error(
+                        h.span(),
+                        why,
+                        Some("host or host:port, like \"192.168.0.5\", \"nms.example.com:162\" or \"[2001:db8::5]:162\""),
+                    );
+                    None
+                }
+            });
+            let community = match &e.community {
+                Some(c) if c.get_ref().is_empty() => {
+                    self.error(
+                        c.span(),
+                        "`community` is empty",
+                        Some("the receiver's community string, like \"public\""),
+                    );
+                    None
+                }
+                Some(c) => Some(c.get_ref().clone()),
+                None => Some("public".to_owned()),
+            };
+            if let (Some((host, port)), Some(community)) = (target, community) {
+                alert.snmp.push(SnmpTarget {
+                    host,
+                    port,
+                    community,
+                });
+            }
+        }
         alert
+    }
+
+    /// `smtp` (with `tls` and credentials) or `sendmail`.
+    fn mail_via(&mut self, raw: &raw::RawAlert) -> MailVia {
+        if let Some(program) = &raw.sendmail {
+            if let Some(smtp) = &raw.smtp {
+                let line = self.line(&smtp.span());
+                self.error(
+                    self.key_span("sendmail", &program.span()),
+                    format!("both `sendmail` and `smtp` (line {line}) are set"),
+                    Some("one of them: `smtp` for a mail server, `sendmail` for the local mail program"),
+                );
+            }
+            for (key, v) in [
+                ("tls", &raw.tls),
+                ("tls_ca", &raw.tls_ca),
+                ("smtp_user", &raw.smtp_user),
+                ("smtp_password", &raw.smtp_password),
+            ] {
+                if let Some(v) = v {
+                    let span = self.key_span(key, &v.span());
+                    self.error(
+                        span,
+                        format!(
+                            "`{key}` is for `smtp`; with `sendmail` the local mail system delivers"
+                        ),
+                        Some("no such line, or `smtp` instead of `sendmail`"),
+                    );
+                }
+            }
+            let path = self.absolute(program, "sendmail");
+            self.found.sendmail = Some((path.clone(), program.span()));
+            return MailVia::Sendmail(path);
+        }
+        let tls = match &raw.tls {
+            None if raw.smtp.is_some() => TlsMode::StartTls,
+            None => TlsMode::None,
+            Some(t) => match t.get_ref().trim() {
+                "starttls" => TlsMode::StartTls,
+                "tls" => TlsMode::Tls,
+                "none" => TlsMode::None,
+                other => {
+                    self.error(
+                        t.span(),
+                        format!("unknown tls mode `{other}`"),
+                        Some("\"starttls\" (port 587), \"tls\" (implicit TLS, port 465) or \"none\" (port 25, unencrypted)"),
+                    );
+                    TlsMode::StartTls
+                }
+            },
+        };
+        let (host, port) = match &raw.smtp {
+            None => ("localhost".to_owned(), None),
+            Some(s) => match host_and_port(s.get_ref()) {
+                Ok(hp) => hp,
+                Err(why) => {
+                    self.error(
+                        s.span(),
+                        why,
+                        Some("host or host:port, like \"mail.example.com:587\" or \"[2001:db8::25]:25\""),
+                    );
+                    ("localhost".to_owned(), None)
+                }
+            },
+        };
+        let mut user = None;
+        let mut password = None;
+        match (&raw.smtp_user, &raw.smtp_password) {
+            (Some(u), None) => self.error(
+                self.key_span("smtp_user", &u.span()),
+                "`smtp_user` without `smtp_password`",
+                Some("both, or neither for a server that takes mail without login"),
+            ),
+            (None, Some(p)) => self.error(
+                self.key_span("smtp_password", &p.span()),
+                "`smtp_password` without `smtp_user`",
+                Some("both, or neither for a server that takes mail without login"),
+            ),
+            (Some(u), Some(p)) => {
+                if u.get_ref().trim().is_empty() {
+                    self.error(
+                        u.span(),
+                        "`smtp_user` is empty",
+                        Some("the login on the mail server"),
+                    );
+                }
+                let line = self.line(&p.span());
+                self.found.secrets.push((line, "an SMTP password"));
+                if tls == TlsMode::None && !loopback(&host) {
+                    let span = self.key_span("smtp_password", &p.span());
+                    self.warn(
+                        span,
+                        format!("with tls = \"none\" the SMTP password goes to {host} unencrypted"),
+                    );
+                }
+                user = Some(u.get_ref().clone());
+                password = Some(Secret::from(p.get_ref().as_str()));
+            }
+            (None, None) => {}
+        }
+        let tls_ca = match &raw.tls_ca {
+            Some(ca) if tls == TlsMode::None => {
+                self.error(
+                    self.key_span("tls_ca", &ca.span()),
+                    "`tls_ca` is set but tls = \"none\"",
+                    Some("tls = \"starttls\" or \"tls\", or no `tls_ca` line"),
+                );
+                None
+            }
+            Some(ca) => Some(self.absolute(ca, "tls_ca")),
+            None => None,
+        };
+        MailVia::Smtp(Smtp {
+            port: port.unwrap_or(tls.default_port()),
+            host,
+            tls,
+            user,
+            password,
+            tls_ca,
+        })
     }
 }
 
@@ -1373,19 +1665,72 @@ fn status_range(spec: &StatusSpec) -> Result<RangeInclusive<u16>, String> {
     }
 }
 
-/// One '@', something on both sides, no spaces or list separators.
-fn looks_like_email(text: &str) -> bool {
-    let mut parts = text.split('@');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(local), Some(domain), None) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !text
-                    .chars()
-                    .any(|c| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>'))
-        }
-        _ => false,
+/// One mailbox as mail headers take it: `ops@example.com` or
+/// `Ops <ops@example.com>`; a list ("a@x, b@y") is not one.
+fn mailbox(text: &str) -> bool {
+    !text.is_empty() && text.parse::<lettre::message::Mailbox>().is_ok()
+}
+
+/// `sip-ha@<hostname>`, or `sip-ha@localhost` when the hostname cannot be
+/// read or makes no address.
+pub(crate) fn default_sender() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let candidate = format!("sip-ha@{host}");
+    if !host.is_empty() && mailbox(&candidate) {
+        candidate
+    } else {
+        "sip-ha@localhost".to_owned()
     }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`: the host (without brackets)
+/// and the port if one was written.
+fn host_and_port(text: &str) -> Result<(String, Option<u16>), String> {
+    let text = text.trim();
+    let port_of = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "\"{text}\": the port is not a number from 1 to 65535"
+        )),
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        let (inner, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("\"{text}\": unclosed [ in the address"))?;
+        Ipv6Addr::from_str(inner)
+            .map_err(|_| format!("\"{text}\": not an IPv6 address inside [ ]"))?;
+        let port = match tail {
+            "" => None,
+            t => {
+                Some(port_of(t.strip_prefix(':').ok_or_else(|| {
+                    format!("\"{text}\": expected :port after ]")
+                })?)?)
+            }
+        };
+        return Ok((inner.to_owned(), port));
+    }
+    if text.matches(':').count() > 1 {
+        return Err(format!(
+            "\"{text}\": an IPv6 address goes in brackets, like [2001:db8::25]:25"
+        ));
+    }
+    let (host, port) = match text.split_once(':') {
+        Some((h, p)) => (h, Some(port_of(p)?)),
+        None => (text, None),
+    };
+    if !valid_host_name(host) {
+        return Err(format!("cannot read \"{text}\" as a host name or address"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Whether `host` is this machine itself (a password to it never crosses a
+/// network).
+fn loopback(host: &str) -> bool {
+    host == "localhost" || IpAddr::from_str(host).is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -1452,9 +1797,33 @@ mod tests {
         assert!(service_address("10.0.0.255/24").is_err());
         assert!(service_address("10.0.0.0/31").is_ok());
         assert!(service_address("10.0.0.5/33").is_err());
-        assert!(looks_like_email("ops@example.com"));
-        for bad in ["ops", "a@b@c", "@x", "x@", "a@x, b@y"] {
-            assert!(!looks_like_email(bad), "{bad}");
+        assert!(mailbox("ops@example.com"));
+        assert!(mailbox("PBX <sip-ha@pbx.example.com>"));
+        for bad in ["", "ops", "a@b@c", "@x", "x@", "a@x, b@y", "ops at example"] {
+            assert!(!mailbox(bad), "{bad}");
         }
+        assert_eq!(
+            host_and_port("mail.example.com"),
+            Ok(("mail.example.com".into(), None))
+        );
+        assert_eq!(
+            host_and_port("127.0.0.1:2525"),
+            Ok(("127.0.0.1".into(), Some(2525)))
+        );
+        assert_eq!(host_and_port("[::1]:25"), Ok(("::1".into(), Some(25))));
+        assert_eq!(host_and_port("[::1]"), Ok(("::1".into(), None)));
+        for bad in [
+            "::1",
+            "h:0",
+            "h:x",
+            "a b",
+            "[::1",
+            "[nope]:25",
+            "[::1]25",
+            "",
+        ] {
+            assert!(host_and_port(bad).is_err(), "{bad}");
+        }
+        assert!(mailbox(&default_sender()), "{}", default_sender());
     }
 }

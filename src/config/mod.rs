@@ -14,7 +14,7 @@ mod load;
 mod raw;
 
 pub use error::{line_col, ConfigError};
-pub use load::{load, parse};
+pub use load::{check, load, parse};
 
 use ipnet::IpNet;
 use sip_ha_core::{Failback, Role};
@@ -205,9 +205,92 @@ pub struct SyncPath {
     pub delete: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+/// `[alert]`: who hears about a failover, and how. See `crate::alert`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
+    /// Who gets the mail; empty: no mail.
     pub email_to: Vec<String>,
+    /// The sender; default `sip-ha@<this server's hostname>`.
+    pub email_from: String,
+    /// How mail leaves this server.
+    pub mail: MailVia,
+    /// How long one delivery may take (SMTP dialogue or sendmail run).
+    pub timeout: Duration,
+    /// Events within this long after the first go out as one mail (zero:
+    /// every event at once). A takeover, release, manual failover, auto
+    /// failback or split brain opens with a mail at once, unless one was
+    /// sent less than a window ago.
+    pub digest_window: Duration,
+    /// While the cluster is not normal, a "still degraded" mail this often;
+    /// `None`: never.
+    pub reminder: Option<Duration>,
+    /// Where this server's syslog lines go.
+    pub syslog_facility: crate::log::Facility,
+    /// `[[alert.snmp]]`: SNMPv2c trap receivers.
+    pub snmp: Vec<SnmpTarget>,
+}
+
+/// How alert mail leaves this server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MailVia {
+    /// An SMTP server (the local MTA at `localhost:25` unless `smtp` says
+    /// otherwise).
+    Smtp(Smtp),
+    /// The local sendmail program (postfix's, exim's, msmtp...), run as
+    /// `sendmail -i -f FROM -- TO...` with the message on its input.
+    Sendmail(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Smtp {
+    /// A name or an address (IPv6 without its brackets).
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// Extra trusted CA certificates (PEM) for a server whose certificate
+    /// is signed by a private CA; the public roots are always trusted.
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain connection upgraded with STARTTLS, which must succeed (587).
+    StartTls,
+    /// TLS from the first byte, "SMTPS" (465).
+    Tls,
+    /// No encryption (25): only for a local or otherwise trusted relay.
+    None,
+}
+
+impl TlsMode {
+    /// The port a server of this kind usually listens on.
+    pub fn default_port(self) -> u16 {
+        match self {
+            TlsMode::StartTls => 587,
+            TlsMode::Tls => 465,
+            TlsMode::None => 25,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::StartTls => "starttls",
+            TlsMode::Tls => "tls",
+            TlsMode::None => "none",
+        }
+    }
+}
+
+/// One `[[alert.snmp]]` trap receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnmpTarget {
+    /// A name or an address (IPv6 without its brackets).
+    pub host: String,
+    pub port: u16,
+    pub community: String,
 }
 
 /// Operator commands run on a change, like keepalived's notify scripts. Each

@@ -224,6 +224,27 @@ pub(crate) struct RawSyncPath {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAlert {
     pub email_to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub email_from: Option<Spanned<String>>,
+    pub smtp: Option<Spanned<String>>,
+    pub tls: Option<Spanned<String>>,
+    pub tls_ca: Option<Spanned<String>>,
+    pub smtp_user: Option<Spanned<String>>,
+    pub smtp_password: Option<Spanned<String>>,
+    pub sendmail: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub digest_window: Option<Spanned<String>>,
+    pub reminder: Option<Spanned<String>>,
+    pub syslog_facility: Option<Spanned<String>>,
+    #[serde(default)]
+    pub snmp: Vec<Spanned<RawSnmp>>,
+}
+
+/// One `[[alert.snmp]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSnmp {
+    pub host: Option<Spanned<String>>,
+    pub community: Option<Spanned<String>>,
 }
 
 /// Deserializes `src` into a [`RawConfig`].

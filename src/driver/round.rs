@@ -8,6 +8,7 @@
 //! once instead of at its next interval.
 
 use crate::address;
+use crate::alert::{self, Alerter};
 use crate::config::Config;
 use crate::log::Logger;
 use crate::observe::{Observer, Round};
@@ -42,6 +43,8 @@ pub struct Driver {
     /// Hooks and announcements, which run beside the next rounds.
     tasks: JoinSet<()>,
     last_announce: Option<Instant>,
+    /// Mail (digested, queued), SNMP traps.
+    alerter: Alerter,
 }
 
 impl Driver {
@@ -64,7 +67,9 @@ impl Driver {
         state: State,
         log: Logger,
     ) -> Driver {
+        let alerter = Alerter::new(&cfg, role, &cfg.cluster.state_dir, log.clone());
         Driver {
+            alerter,
             cfg,
             role,
             state,
@@ -90,6 +95,8 @@ impl Driver {
     /// Use a new configuration from the next round on (SIGHUP).
     pub fn reload(&mut self, cfg: Config) {
         self.observer = Observer::new(&cfg, self.role);
+        self.alerter.reload(&cfg);
+        self.log.facility = cfg.alert.syslog_facility;
         self.cfg = cfg;
     }
 
@@ -173,6 +180,13 @@ impl Driver {
                 Err(e) => self.log.warn(&format!("could not wake the peer: {e:#}")),
             }
         }
+        // Alerts last (after the peer is woken: they write files), from the
+        // saved state so the mail's screen is the new one; the mail itself
+        // is sent beside the next rounds.
+        let status = alert::status_after(&self.cfg, self.role, &self.state, &observed, holds);
+        self.alerter
+            .after_round(&events, &status, state::now_ms())
+            .await;
         Ok(Outcome {
             observed,
             actions: done,
@@ -288,5 +302,6 @@ impl Driver {
     /// Wait for hooks and announcements to finish (before a pass exits).
     pub async fn settle(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+        self.alerter.settle().await;
     }
 }

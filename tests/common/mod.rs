@@ -5,5 +5,7 @@
 pub mod example;
 pub mod kamailio;
 pub mod netns;
+pub mod smtp;
+pub mod snmptrapd;
 pub mod sshd;
 pub mod syslog;
