@@ -171,6 +171,8 @@ fn the_shipped_example_is_valid_and_resolves_as_documented() {
                 exclude: vec!["*.tmp".into()],
                 delete: true,
             }],
+            max_delete_percent: 50,
+            trash_days: 14,
         },
         alert: Alert {
             email_to: vec!["ops@example.com".into()],

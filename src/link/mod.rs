@@ -78,6 +78,8 @@ pub mod serve;
 pub mod ssh;
 
 pub use install::Installed;
-pub use protocol::{Hello, InstallTarget, Request, Response, StatusReply, PROTOCOL_VERSION};
+pub use protocol::{
+    Hello, InstallTarget, KeepOld, Request, Response, StatusReply, PROTOCOL_VERSION,
+};
 pub use serve::{serve, serve_stdio, InstallDir, LocalNode, StatusFile};
 pub use ssh::{probe_status, PeerLink};

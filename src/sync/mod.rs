@@ -60,6 +60,8 @@ pub mod diff;
 pub mod manifest;
 pub mod receive;
 pub mod scan;
+pub mod send;
+pub mod session;
 pub mod trash;
 pub mod tree;
 
