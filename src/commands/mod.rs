@@ -7,6 +7,7 @@ mod copy;
 mod operator;
 mod run;
 mod serve;
+mod sync;
 mod verify;
 
 use crate::cli::{Cli, Command, RunArgs};
@@ -27,6 +28,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         (Some(Command::CheckConfig), _) => check_config::run(&cli),
         (Some(Command::Serve(args)), _) => serve::run(&cli, args),
         (Some(Command::Run(args)), _) => run::run(&cli, args),
+        (Some(Command::Sync(args)), _) => sync::run(&cli, args),
         (None, a) if a.verify => verify::run(&cli, cli.json),
         (None, a) if a.failover => operator::run(&cli, CoreCommand::Failover { force: cli.force }),
         (None, a) if a.disable => operator::run(&cli, CoreCommand::Disable),

@@ -22,6 +22,16 @@ use tokio::task::JoinSet;
 /// an ARP probe within a millisecond or two, so 100 ms is ample.
 const CONFLICT_WAIT: Duration = Duration::from_millis(100);
 
+fn failed_record(error: String) -> state::SyncRecord {
+    state::SyncRecord {
+        at_ms: state::now_ms(),
+        ok: false,
+        files: 0,
+        bytes: 0,
+        error: Some(error),
+    }
+}
+
 /// What a round saw and did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -42,6 +52,8 @@ pub struct Driver {
     /// Hooks and announcements, which run beside the next rounds.
     tasks: JoinSet<()>,
     last_announce: Option<Instant>,
+    /// When this node last pushed its sync paths to the peer.
+    last_push: Option<Instant>,
 }
 
 impl Driver {
@@ -72,6 +84,7 @@ impl Driver {
             log,
             tasks: JoinSet::new(),
             last_announce: None,
+            last_push: None,
         }
     }
 
@@ -147,10 +160,7 @@ impl Driver {
                     }
                     Err(e) => self.log.error(&format!("{e:#}")),
                 },
-                Action::PushSync => {
-                    self.log
-                        .info("push before handover: this build syncs no files");
-                }
+                Action::PushSync => self.push_sync("before handing over").await,
                 Action::RunHook(hook) => self.spawn_hook(*hook),
                 Action::RestartService => self.spawn_restart(),
                 Action::Notify(ev) => {
@@ -162,6 +172,13 @@ impl Driver {
         }
 
         self.state.memory = node.into_memory();
+        if holds
+            && self
+                .last_push
+                .is_none_or(|t| t.elapsed() >= self.cfg.sync.interval)
+        {
+            self.push_sync("every sync.interval").await;
+        }
         state::save(&self.cfg.cluster.state_dir, &self.state)?;
         if released {
             // The peer reads our new stance (saved above) when it wakes.
@@ -217,6 +234,51 @@ impl Driver {
         self.log
             .info(&format!("removed {net} from {}", me.interface));
         Ok(())
+    }
+
+    /// Push the sync paths to the peer over the observer's link, if it is
+    /// up, and record the result in the state (`-v` shows it). Bounded by
+    /// `sync.interval` (at least 10 s): a round never hangs on a sync.
+    async fn push_sync(&mut self, why: &str) {
+        if self.cfg.sync.paths.is_empty() {
+            return;
+        }
+        // Without a link (still connecting), try again next round.
+        let Some(link) = self.observer.link() else {
+            self.log
+                .debug(&format!("sync {why}: no link to the peer yet, skipped"));
+            return;
+        };
+        self.last_push = Some(Instant::now());
+        let limit = self.cfg.sync.interval.max(Duration::from_secs(10));
+        let dir = self.cfg.cluster.state_dir.clone();
+        let push = crate::sync::send::push(link, &self.cfg, &dir, &self.log);
+        let record = match tokio::time::timeout(limit, push).await {
+            Ok(Ok(sum)) => {
+                let line = format!("sync {why}: {sum}");
+                if !sum.ok() {
+                    self.log.error(&line);
+                } else if sum.files_sent + sum.files_deleted + sum.other_changes == 0 {
+                    self.log.debug(&line);
+                } else {
+                    self.log.info(&line);
+                }
+                sum.record()
+            }
+            Ok(Err(e)) => {
+                let msg = format!("{e:#}");
+                self.log.error(&format!("sync {why} failed: {msg}"));
+                self.observer.link_failed(msg.clone());
+                failed_record(msg)
+            }
+            Err(_) => {
+                let msg = format!("sync did not finish within {limit:?}; the link is reset");
+                self.log.error(&format!("sync {why}: {msg}"));
+                self.observer.link_failed(msg.clone());
+                failed_record(msg)
+            }
+        };
+        self.state.last_sync = Some(record);
     }
 
     /// Gratuitous ARP / unsolicited NA, beside the next rounds.

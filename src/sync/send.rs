@@ -105,6 +105,17 @@ impl SyncSummary {
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
     }
+
+    /// What the state file keeps of this push (`-v` shows it).
+    pub fn record(&self) -> crate::state::SyncRecord {
+        crate::state::SyncRecord {
+            at_ms: crate::state::now_ms(),
+            ok: self.ok(),
+            files: self.files_sent + self.files_deleted,
+            bytes: self.bytes_sent,
+            error: (!self.ok()).then(|| self.errors.join("; ")),
+        }
+    }
 }
 
 impl fmt::Display for SyncSummary {
