@@ -406,9 +406,16 @@ impl PeerLink {
     /// again. There is no timeout here; wrap the call in one where needed
     /// ([`probe_status`] does).
     pub async fn request(&mut self, request: &Request) -> anyhow::Result<Response> {
+        let payload = frame::encode(request)?;
+        self.request_raw(&payload).await
+    }
+
+    /// [`request`](Self::request) with an already encoded request: for
+    /// tests and tools that must send what [`Request`]'s types would not
+    /// let them build (a path with `..`, to check that the peer refuses it).
+    pub async fn request_raw(&mut self, payload: &[u8]) -> anyhow::Result<Response> {
         let result = async {
-            let payload = frame::encode(request)?;
-            frame::write_frame(&mut self.writer, &payload).await?;
+            frame::write_frame(&mut self.writer, payload).await?;
             tokio::io::AsyncWriteExt::flush(&mut self.writer)
                 .await
                 .map_err(frame::FrameError::Write)?;
