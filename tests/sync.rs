@@ -663,3 +663,35 @@ fn sender_killed_mid_file_leaves_no_partial_file() {
         .collect();
     assert!(temps.is_empty(), "{temps:?}");
 }
+
+/// Timing, not a check: `cargo test --release --test sync -- --ignored
+/// --nocapture bench`. 10,000 small files: first copy, then a no-change run.
+#[test]
+#[ignore]
+fn bench_10k_small_files() {
+    let pair = Pair::new(50);
+    pair.make_active();
+    for i in 0..10_000 {
+        let d = pair.src.join(format!("d{:03}", i % 100));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(format!("f{i}.conf")),
+            vec![b'a' + (i % 26) as u8; 1024],
+        )
+        .unwrap();
+    }
+    let t = Instant::now();
+    let first = pair.sync_ok();
+    let first_time = t.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let quiet = pair.sync_ok();
+    let quiet_time = t.elapsed();
+    let t = Instant::now();
+    let quiet2 = pair.sync_ok();
+    let quiet2_time = t.elapsed();
+    println!("first copy: {first:?} in {first_time:?}");
+    println!("no change:  {quiet:?} in {quiet_time:?}");
+    println!("no change:  {quiet2:?} in {quiet2_time:?}");
+    assert_same(&pair);
+}

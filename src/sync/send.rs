@@ -50,7 +50,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Files up to this size, new on the standby (or replacing a small one),
@@ -599,7 +599,7 @@ fn save(m: &Manifest, file: &Path) -> Result<()> {
 /// Run the chunker over `path` against `sig`, handing batches of pieces to
 /// `tx` (about [`BATCH_BYTES`] of literal data each).
 fn delta_batches(
-    path: &PathBuf,
+    path: &Path,
     sig: &Signature,
     tx: tokio::sync::mpsc::Sender<Vec<Piece>>,
 ) -> Result<chunk::DeltaStats> {

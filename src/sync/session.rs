@@ -127,6 +127,9 @@ pub fn excludes(path: &SyncPath) -> Result<GlobSet> {
         .with_context(|| format!("the excludes of sync path {}", path.path.display()))
 }
 
+/// The entries selected for the sender, and the unsettled paths.
+type Selection = (Vec<(RelPath, Entry)>, Vec<RelPath>);
+
 /// A file being received as a delta.
 struct Incoming {
     file: IncomingFile,
@@ -145,7 +148,7 @@ pub struct Session {
     tree: Tree,
     node: String,
     /// The entries selected for the sender, served page by page.
-    selected: Option<(Vec<(RelPath, Entry)>, Vec<RelPath>)>,
+    selected: Option<Selection>,
     incoming: Option<Incoming>,
 }
 
