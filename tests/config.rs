@@ -778,6 +778,20 @@ fn a_relative_sync_path_is_refused() {
 }
 
 #[test]
+fn sync_guard_and_trash_settings() {
+    let c = ok(&with(
+        r#"interval = "60s""#,
+        "interval = \"60s\"\nmax_delete_percent = 20\ntrash_days = 0",
+    ));
+    assert_eq!((c.sync.max_delete_percent, c.sync.trash_days), (20, 0));
+    let e = err(&with(
+        r#"interval = "60s""#,
+        "interval = \"60s\"\nmax_delete_percent = 101",
+    ));
+    assert_error(&e, 29, 22, &["max_delete_percent 101 is out of range"]);
+}
+
+#[test]
 fn the_root_is_not_a_sync_path() {
     let e = err(&with(r#"path = "/etc/asterisk""#, r#"path = "/""#));
     assert_error(&e, 31, 8, &["\"/\""]);

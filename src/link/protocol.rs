@@ -498,6 +498,25 @@ mod tests {
         );
     }
 
+    /// The sync requests and responses came after the install ones.
+    #[test]
+    fn sync_variants_come_last() {
+        assert_eq!(frame::encode(&Request::SyncDone).unwrap(), [17]);
+        let root = Request::SyncRoot {
+            path: "/e".into(),
+            verify: true,
+        };
+        assert_eq!(frame::encode(&root).unwrap(), [6, 2, b'/', b'e', 1]);
+        assert_eq!(
+            frame::encode(&Response::SyncRoot {
+                root: [0; 32],
+                files: 3
+            })
+            .unwrap()[0],
+            5
+        );
+    }
+
     #[test]
     fn printable_escapes_and_cuts() {
         assert_eq!(printable(b"Welcome!\n", 80), "Welcome!\\n");
