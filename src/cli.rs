@@ -102,6 +102,10 @@ pub enum Command {
     /// (`restrict,command="/usr/local/sbin/sip-ha serve"` in authorized_keys),
     /// not by hand.
     Serve(ServeArgs),
+    /// Copy the [sync] paths to the standby server now (on the active
+    /// server only). Ends with a summary line: files and bytes sent, bytes
+    /// on the wire, time.
+    Sync(SyncArgs),
     /// Alerts: with --test, send a test message on every configured channel
     /// (mail straight through the real transport, a syslog line, an SNMP
     /// trap to each receiver) and say for each whether it worked; exit 0 if
@@ -128,6 +132,24 @@ pub struct ServeArgs {
     /// tests and labs).
     #[arg(long, hide = true, value_name = "DIR")]
     pub install_dir: Option<PathBuf>,
+
+    /// Receive the configured sync paths under DIR (DIR/etc/asterisk for
+    /// /etc/asterisk) instead of at their paths (for tests and labs: two
+    /// "servers" on one machine).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub sync_prefix: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct SyncArgs {
+    /// List what would change on the standby; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Hash every file on both servers instead of trusting unchanged file
+    /// metadata (slower; finds what a stat check cannot).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args, Default)]

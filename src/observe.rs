@@ -302,6 +302,23 @@ impl Observer {
         tokio::spawn(async move { PeerLink::connect(&ssh, host, &dir).await })
     }
 
+    /// The kept link to the peer, when it is up (the driver pushes sync
+    /// over it).
+    pub fn link(&mut self) -> Option<&mut PeerLink> {
+        match &mut self.link {
+            Link::Up(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The kept link failed while borrowed: drop it; the next round
+    /// reconnects.
+    pub fn link_failed(&mut self, error: String) {
+        self.link = Link::Down {
+            last_error: Some(error),
+        };
+    }
+
     /// Ask the peer's loop to run a round now, over the kept link.
     pub async fn wake_peer(&mut self) -> anyhow::Result<bool> {
         let Link::Up(link) = &mut self.link else {

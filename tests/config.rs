@@ -179,6 +179,8 @@ fn the_shipped_example_is_valid_and_resolves_as_documented() {
                 exclude: vec!["*.tmp".into()],
                 delete: true,
             }],
+            max_delete_percent: 50,
+            trash_days: 14,
         },
         alert: Alert {
             email_to: vec!["ops@example.com".into()],
@@ -813,6 +815,20 @@ fn a_relative_sync_path_is_refused() {
         8,
         &["\"etc/asterisk\" is not absolute", "starting with /"],
     );
+}
+
+#[test]
+fn sync_guard_and_trash_settings() {
+    let c = ok(&with(
+        r#"interval = "60s""#,
+        "interval = \"60s\"\nmax_delete_percent = 20\ntrash_days = 0",
+    ));
+    assert_eq!((c.sync.max_delete_percent, c.sync.trash_days), (20, 0));
+    let e = err(&with(
+        r#"interval = "60s""#,
+        "interval = \"60s\"\nmax_delete_percent = 101",
+    ));
+    assert_error(&e, 29, 22, &["max_delete_percent 101 is out of range"]);
 }
 
 #[test]

@@ -168,3 +168,61 @@ fn auto_failback_hands_back_after_the_hold_down() {
         lab.slave().history()
     );
 }
+
+#[test]
+fn the_active_loop_pushes_its_sync_paths_to_the_standby() {
+    // Both "servers" share this machine's filesystem, so the slave's serve
+    // receives under its own directory (hidden test option --sync-prefix):
+    // <slave dir>/recv/<lab dir>/data mirrors <lab dir>/data.
+    if !lab::root_or_skip() {
+        return;
+    }
+    let options = LabOptions::default()
+        .set("sync.interval", "\"1s\"")
+        .append("[[sync.path]]\npath = \"{lab_dir}/data\"\n")
+        .serve_args("--sync-prefix {node_dir}/recv")
+        .start_loops();
+    // The lab directory exists only once the lab starts, so the data is
+    // written just after; until then the loop refuses the empty source.
+    let lab = Lab::start(options);
+    let data = lab.dir().join("data");
+    std::fs::create_dir_all(data.join("voicemail/default/1000/INBOX")).unwrap();
+    std::fs::write(
+        data.join("extensions.conf"),
+        "[default]\nexten => 1000,1,Answer()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("voicemail/default/1000/INBOX/msg0000.txt"),
+        "callerid=100\n",
+    )
+    .unwrap();
+    settled(&lab);
+    let mirror = lab
+        .slave()
+        .dir()
+        .join("recv")
+        .join(data.strip_prefix("/").unwrap());
+    let arrived = lab.wait_until(PATIENCE, || {
+        std::fs::read_to_string(mirror.join("voicemail/default/1000/INBOX/msg0000.txt"))
+            .ok()
+            .as_deref()
+            == Some("callerid=100\n")
+    });
+    assert!(arrived, "not pushed:\n{}", lab.diagnostics());
+    // A change on the active server follows within an interval or two.
+    std::fs::write(
+        data.join("extensions.conf"),
+        "[default]\nexten => 1000,1,Voicemail(1000)\n",
+    )
+    .unwrap();
+    let followed = lab.wait_until(PATIENCE, || {
+        std::fs::read_to_string(mirror.join("extensions.conf"))
+            .ok()
+            .as_deref()
+            == Some("[default]\nexten => 1000,1,Voicemail(1000)\n")
+    });
+    assert!(followed, "change not pushed:\n{}", lab.diagnostics());
+    let status = lab.master().status_json();
+    assert_eq!(status["last_sync"]["ok"], true, "{status:#}");
+}

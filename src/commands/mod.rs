@@ -8,6 +8,7 @@ mod copy;
 mod operator;
 mod run;
 mod serve;
+mod sync;
 mod verify;
 
 use crate::cli::{Cli, Command, RunArgs};
@@ -29,6 +30,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         (Some(Command::Serve(args)), _) => serve::run(&cli, args),
         (Some(Command::Run(args)), _) => run::run(&cli, args),
         (Some(Command::Alert(args)), _) => alert::run(&cli, args),
+        (Some(Command::Sync(args)), _) => sync::run(&cli, args),
         (None, a) if a.verify => verify::run(&cli, cli.json),
         (None, a) if a.failover => operator::run(&cli, CoreCommand::Failover { force: cli.force }),
         (None, a) if a.disable => operator::run(&cli, CoreCommand::Disable),

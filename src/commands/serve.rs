@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::link::{self, InstallTarget, Installed, LocalNode, StatusReply};
 use crate::log::{Level, Logger};
 use crate::state;
+use crate::sync::session::SyncSetup;
 use anyhow::{anyhow, Context, Result};
 use sip_ha_core::Role;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ struct NodeStatus {
     /// The config and this node's role, or why they could not be had.
     loaded: std::result::Result<(Config, Role), String>,
     log: Logger,
+    /// `--sync-prefix`: receive sync paths under this directory (tests).
+    sync_prefix: Option<PathBuf>,
 }
 
 impl NodeStatus {
@@ -69,6 +72,34 @@ impl LocalNode for NodeStatus {
             InstallTarget::Binary => running_program(),
             InstallTarget::Config => Ok(self.config_path.clone()),
         }
+    }
+
+    fn sync_setup(&self) -> Result<SyncSetup> {
+        let (cfg, role) = self.loaded()?;
+        // Sync flows from the active server only: a server that holds the
+        // service address takes none (two actives would overwrite each
+        // other's changes).
+        let me = cfg.node(role);
+        if crate::identity::holds(&me.interface, cfg.cluster.service_address.addr())? {
+            anyhow::bail!(
+                "this server ({role}) holds the service address {}: it is the active one and \
+                 takes no sync",
+                cfg.cluster.service_address.addr()
+            );
+        }
+        Ok(SyncSetup {
+            paths: cfg.sync.paths.clone(),
+            state_dir: cfg.cluster.state_dir.clone(),
+            trash_days: cfg.sync.trash_days,
+            node: role.as_str().to_string(),
+            prefix: self.sync_prefix.clone(),
+        })
+    }
+
+    fn sync_refused(&self, message: &str) {
+        eprintln!("sip-ha serve: sync: {message}");
+        self.log
+            .error(&format!("sync from the other server refused: {message}"));
     }
 
     fn installed(&self, done: &Installed) {
@@ -118,10 +149,18 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32> {
                 let config_path = std::path::absolute(&cli.config).with_context(|| {
                     format!("cannot resolve the config path {}", cli.config.display())
                 })?;
+                let sync_prefix = match &args.sync_prefix {
+                    Some(p) => Some(
+                        std::path::absolute(p)
+                            .with_context(|| format!("cannot resolve {}", p.display()))?,
+                    ),
+                    None => None,
+                };
                 Box::new(NodeStatus {
                     config_path,
                     loaded,
                     log,
+                    sync_prefix,
                 })
             }
         };

@@ -1107,9 +1107,31 @@ impl Ctx<'_> {
         let mut sync = Sync {
             interval: Duration::from_secs(60),
             paths: Vec::new(),
+            max_delete_percent: 50,
+            trash_days: 14,
         };
         let Some(raw) = raw else { return sync };
         sync.interval = self.duration(&raw.interval, "interval", sync.interval, true);
+        if let Some(n) = &raw.max_delete_percent {
+            match u32::try_from(*n.get_ref()) {
+                Ok(k) if k <= 100 => sync.max_delete_percent = k,
+                _ => self.error(
+                    n.span(),
+                    format!("max_delete_percent {} is out of range", n.get_ref()),
+                    Some("a percentage from 0 to 100 (100 allows deleting everything)"),
+                ),
+            }
+        }
+        if let Some(n) = &raw.trash_days {
+            match u32::try_from(*n.get_ref()) {
+                Ok(k) if k <= 3650 => sync.trash_days = k,
+                _ => self.error(
+                    n.span(),
+                    format!("trash_days {} is out of range", n.get_ref()),
+                    Some("a number of days from 0 (empty the trash at each sync) to 3650"),
+                ),
+            }
+        }
         let mut seen: Vec<(PathBuf, Range<usize>)> = Vec::new();
         for entry in &raw.path {
             let span = entry.span();

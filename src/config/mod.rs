@@ -195,6 +195,11 @@ pub enum Witness {
 pub struct Sync {
     pub interval: Duration,
     pub paths: Vec<SyncPath>,
+    /// Refuse a sync that would delete more than this share (percent) of
+    /// the standby's files: the sign of a half-there source.
+    pub max_delete_percent: u32,
+    /// Days the standby keeps what a sync deleted or replaced in its trash.
+    pub trash_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

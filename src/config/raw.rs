@@ -206,6 +206,8 @@ pub(crate) struct RawPeer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSync {
     pub interval: Option<Spanned<String>>,
+    pub max_delete_percent: Option<Spanned<i64>>,
+    pub trash_days: Option<Spanned<i64>>,
     #[serde(default)]
     pub path: Vec<Spanned<RawSyncPath>>,
 }

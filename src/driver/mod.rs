@@ -5,11 +5,13 @@
 //! * [`resident`]: `sip-ha run --loop`, a round every `health.interval`.
 //! * [`requests`]: how `-f`, `-d` and `--enable` reach a running loop.
 //! * [`hooks`]: the operator's `[hooks]` commands.
+//! * `push`: the active node's pushes of the sync paths, beside the rounds.
 //!
 //! A cron pass (`sip-ha run`) is one round under the lock; see
 //! `commands/run.rs`.
 
 pub mod hooks;
+mod push;
 pub mod requests;
 pub mod resident;
 pub mod round;

@@ -45,6 +45,9 @@ pub struct Driver {
     last_announce: Option<Instant>,
     /// Mail (digested, queued), SNMP traps.
     alerter: Alerter,
+    /// Pushes of the sync paths to the peer (periodic ones run beside the
+    /// rounds).
+    pusher: super::push::Pusher,
 }
 
 impl Driver {
@@ -77,6 +80,7 @@ impl Driver {
             log,
             tasks: JoinSet::new(),
             last_announce: None,
+            pusher: Default::default(),
         }
     }
 
@@ -154,10 +158,7 @@ impl Driver {
                     }
                     Err(e) => self.log.error(&format!("{e:#}")),
                 },
-                Action::PushSync => {
-                    self.log
-                        .info("push before handover: this build syncs no files");
-                }
+                Action::PushSync => self.push_before_handover().await,
                 Action::RunHook(hook) => self.spawn_hook(*hook),
                 Action::RestartService => self.spawn_restart(),
                 Action::Notify(ev) => {
@@ -169,6 +170,15 @@ impl Driver {
         }
 
         self.state.memory = node.into_memory();
+        if let Some(record) = self.pusher.collect() {
+            self.state.last_sync = Some(record);
+        }
+        if holds {
+            self.pusher.maybe_start(&self.cfg, self.role, &self.log);
+        } else {
+            // Sync flows from the active node only.
+            self.pusher.stop();
+        }
         state::save(&self.cfg.cluster.state_dir, &self.state)?;
         if released {
             // The peer reads our new stance (saved above) when it wakes.
@@ -231,6 +241,33 @@ impl Driver {
         self.log
             .info(&format!("removed {net} from {}", me.interface));
         Ok(())
+    }
+
+    /// Push the sync paths to the peer before handing the address over, over
+    /// the round's link, and wait for it: the peer must have this node's
+    /// changes before it serves. Without a link, the handover goes on (the
+    /// peer being ready is what `-f` checked) and the failure is recorded.
+    async fn push_before_handover(&mut self) {
+        if self.cfg.sync.paths.is_empty() {
+            return;
+        }
+        let why = "before handing over";
+        let record = match self.observer.link() {
+            Some(link) => match self.pusher.push_now(link, &self.cfg, &self.log, why).await {
+                Ok(r) => r,
+                Err(msg) => {
+                    self.observer.link_failed(msg.clone());
+                    super::push::not_started(msg)
+                }
+            },
+            None => {
+                let msg =
+                    "no link to the peer: changes since the last sync were not pushed".to_string();
+                self.log.error(&format!("sync {why}: {msg}"));
+                super::push::not_started(msg)
+            }
+        };
+        self.state.last_sync = Some(record);
     }
 
     /// Gratuitous ARP / unsolicited NA, beside the next rounds.

@@ -52,6 +52,31 @@
 //!                              <-- [Installed { path, previous }]
 //! ```
 //!
+//! `sip-ha sync` (and the active node's loop) pushes each `[[sync.path]]`
+//! on the same kind of session; a path with nothing changed costs two small
+//! frames (under 100 bytes), see [`crate::sync::send`] and
+//! [`crate::sync::session`]:
+//!
+//! ```text
+//!   [SyncRoot { path, verify }] -->                   path must be in the
+//!                              <-- [SyncRoot { root, files }]  peer's config
+//!   equal roots: done. Otherwise:
+//!   [SyncListings { path, dirs }] -->                 one per tree level
+//!                              <-- [SyncListings(children)]
+//!   [SyncSelect { dirs, subtrees, from }] -->         paged
+//!                              <-- [SyncEntries { entries, more }]
+//!   [SyncDelete] [SyncDir] [SyncSymlink] [SyncMeta] [FileWhole] -->
+//!                              <-- [Ok]               each
+//!   [FileBegin { rel, meta, .. }] -->
+//!                              <-- [Signature]        the peer's chunks
+//!   [Pieces(<= ~1 MiB)] -->                           repeated
+//!                              <-- [Ok]
+//!   [FileCommit { hash }] -->
+//!                              <-- [Ok]
+//!   [SyncDone] -->
+//!                              <-- [SyncDone { root, warnings }]
+//! ```
+//!
 //! The client writes nothing until it has read the server's greeting. The
 //! first eight bytes matter: a remote shell whose start-up files (`.bashrc`,
 //! `.profile`) print something — a banner, a `Welcome!` — puts that text in
@@ -78,6 +103,8 @@ pub mod serve;
 pub mod ssh;
 
 pub use install::Installed;
-pub use protocol::{Hello, InstallTarget, Request, Response, StatusReply, PROTOCOL_VERSION};
+pub use protocol::{
+    Hello, InstallTarget, KeepOld, Request, Response, StatusReply, PROTOCOL_VERSION,
+};
 pub use serve::{serve, serve_stdio, InstallDir, LocalNode, StatusFile};
 pub use ssh::{probe_status, PeerLink};

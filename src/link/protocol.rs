@@ -6,6 +6,9 @@
 //! each answered by one [`Response`].
 
 use super::frame::{self, FrameError};
+use crate::sync::chunk::{Piece, Signature};
+use crate::sync::receive::FileMeta;
+use crate::sync::{Child, Entry, RelPath};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -76,6 +79,83 @@ pub enum Request {
     /// Abandon the transfer in progress (if any): the old file stays.
     /// Answered with [`Response::Ok`].
     InstallAbort,
+
+    // ---- Sync: the active node pushes one `[[sync.path]]` at a time (see
+    // `crate::sync::session` for the receiver, `crate::sync::send` for the
+    // sender). `SyncRoot` opens the session for a path; every later sync
+    // request acts on the path it opened.
+    /// "Scan your copy of `path` and give me its root hash." `path` is the
+    /// configured path, which must be in the receiver's own `[sync]`.
+    /// `verify`: hash every file (no stat shortcut). Answered with
+    /// [`Response::SyncRoot`].
+    SyncRoot { path: String, verify: bool },
+    /// The [`Child`] listings of these directories of the open path (one
+    /// level of the tree walk). Answered with [`Response::SyncListings`].
+    SyncListings { path: String, dirs: Vec<RelPath> },
+    /// The receiver's manifest entries that the diff needs
+    /// (`TreeDiff::select`), from the `from`-th on: answered with
+    /// [`Response::SyncEntries`], a page at a time.
+    SyncSelect {
+        dirs: Vec<RelPath>,
+        subtrees: Vec<RelPath>,
+        from: u64,
+    },
+    /// Move these paths (children before parents) to the trash.
+    /// Answered with [`Response::Ok`].
+    SyncDelete { rels: Vec<RelPath> },
+    /// Create the directory `rel` or set its metadata. [`Response::Ok`].
+    SyncDir { rel: RelPath, meta: FileMeta },
+    /// Make `rel` a symlink to `target`. `keep_old`: keep the receiver's
+    /// version beside it as a conflict copy. [`Response::Ok`].
+    SyncSymlink {
+        rel: RelPath,
+        target: Vec<u8>,
+        meta: FileMeta,
+        keep_old: Option<KeepOld>,
+    },
+    /// Same content (`hash`), new metadata for the file `rel`: the receiver
+    /// rewrites it locally, nothing crosses the link. [`Response::Ok`].
+    SyncMeta {
+        rel: RelPath,
+        meta: FileMeta,
+        hash: [u8; 32],
+    },
+    /// A whole small file in one frame (at most
+    /// [`MAX_CHUNK`](super::frame::MAX_CHUNK) bytes). [`Response::Ok`].
+    FileWhole {
+        rel: RelPath,
+        meta: FileMeta,
+        data: Vec<u8>,
+        hash: [u8; 32],
+        keep_old: Option<KeepOld>,
+    },
+    /// Start a file sent as a delta: answered with the receiver's
+    /// [`Response::Signature`] of its current copy (empty if none).
+    FileBegin {
+        rel: RelPath,
+        meta: FileMeta,
+        size: u64,
+        whole_hash: [u8; 32],
+        keep_old: Option<KeepOld>,
+    },
+    /// The next pieces of the file begun (at most about 1 MiB of data).
+    /// [`Response::Ok`]; an error abandons the file.
+    Pieces(Vec<Piece>),
+    /// All pieces sent: check the whole file's hash and put it in place.
+    /// [`Response::Ok`].
+    FileCommit { hash: [u8; 32] },
+    /// The path is done: the receiver rescans its copy, saves its manifest,
+    /// and answers [`Response::SyncDone`].
+    SyncDone,
+}
+
+/// Keep the receiver's version of a path as
+/// `NAME.sip-ha-conflict-NODE-TIME` (NODE: the receiver's name) before it
+/// is replaced: both sides changed it since the last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepOld {
+    /// When the sender decided, ms since the epoch: the TIME in the name.
+    pub at_ms: u64,
 }
 
 /// Which of its own files the peer replaces on an install. The peer decides
@@ -116,6 +196,30 @@ pub enum Response {
     },
     /// Done, nothing to report (install steps).
     Ok,
+    /// The answer to [`Request::SyncRoot`]: the receiver's tree root hash
+    /// and how many regular files it has there.
+    SyncRoot {
+        root: [u8; 32],
+        files: u64,
+    },
+    /// The answer to [`Request::SyncListings`], in the order asked: `None`
+    /// where the receiver has no such directory.
+    SyncListings(Vec<Option<Vec<Child>>>),
+    /// A page of the receiver's selected manifest entries; `more`: ask
+    /// again from the next index.
+    SyncEntries {
+        entries: Vec<(RelPath, Entry)>,
+        unsettled: Vec<RelPath>,
+        more: bool,
+    },
+    /// The answer to [`Request::FileBegin`].
+    Signature(Signature),
+    /// The answer to [`Request::SyncDone`]: the receiver's root hash after
+    /// the run, and its warnings (owners it could not set...).
+    SyncDone {
+        root: [u8; 32],
+        warnings: Vec<String>,
+    },
 }
 
 /// The peer's answer to [`Request::Status`].
@@ -391,6 +495,25 @@ mod tests {
         assert_eq!(
             frame::decode::<Response>(&frame::encode(&done).unwrap()).unwrap(),
             done
+        );
+    }
+
+    /// The sync requests and responses came after the install ones.
+    #[test]
+    fn sync_variants_come_last() {
+        assert_eq!(frame::encode(&Request::SyncDone).unwrap(), [17]);
+        let root = Request::SyncRoot {
+            path: "/e".into(),
+            verify: true,
+        };
+        assert_eq!(frame::encode(&root).unwrap(), [6, 2, b'/', b'e', 1]);
+        assert_eq!(
+            frame::encode(&Response::SyncRoot {
+                root: [0; 32],
+                files: 3
+            })
+            .unwrap()[0],
+            5
         );
     }
 

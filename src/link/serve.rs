@@ -24,6 +24,7 @@
 use super::frame::{self, FrameError};
 use super::install::Receiver;
 use super::protocol::{self, InstallTarget, Request, Response, StatusReply};
+use crate::sync::session::{self, Session, SyncSetup};
 use anyhow::Context;
 use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
@@ -45,6 +46,16 @@ pub trait LocalNode {
     }
     /// Called after a file was put in place, for the log.
     fn installed(&self, _done: &super::install::Installed) {}
+    /// This node's sync configuration, asked for when the other node starts
+    /// pushing a path (`SyncRoot`). The default refuses sync.
+    fn sync_setup(&self) -> anyhow::Result<SyncSetup> {
+        anyhow::bail!("this sip-ha serve takes no sync")
+    }
+    /// A sync request was refused or failed: for the log. The default says
+    /// it on stderr.
+    fn sync_refused(&self, message: &str) {
+        eprintln!("sip-ha serve: sync: {message}");
+    }
 }
 
 /// A [`LocalNode`] that installs into another directory: `sip-ha` and
@@ -70,6 +81,12 @@ impl LocalNode for InstallDir<'_> {
     }
     fn installed(&self, done: &super::install::Installed) {
         self.inner.installed(done)
+    }
+    fn sync_setup(&self) -> anyhow::Result<SyncSetup> {
+        self.inner.sync_setup()
+    }
+    fn sync_refused(&self, message: &str) {
+        self.inner.sync_refused(message)
     }
 }
 
@@ -105,6 +122,9 @@ where
     // The transfer in progress, dropped (temporary file removed) on any way
     // out of this function.
     let mut transfer: Option<Receiver> = None;
+    // The sync in progress, if any: dropped (a file being received is
+    // removed) on any way out.
+    let mut sync: Option<Session> = None;
     loop {
         let payload = match frame::read_frame(&mut input).await {
             Ok(Some(payload)) => payload,
@@ -122,6 +142,13 @@ where
             }
         };
         let response = match frame::decode::<Request>(&payload) {
+            Ok(request) if session::is_sync_request(&request) => {
+                session::answer(&mut sync, || source.sync_setup(), request).unwrap_or_else(|e| {
+                    let message = format!("{e:#}");
+                    source.sync_refused(&message);
+                    Response::Error(message)
+                })
+            }
             Ok(request) => answer(request, source, &mut transfer),
             // The frame boundary is intact, so the session can go on: a newer
             // client may have sent a request this version does not know.
@@ -177,6 +204,8 @@ fn answer(request: Request, source: &dyn LocalNode, transfer: &mut Option<Receiv
             *transfer = None;
             Ok(Response::Ok)
         }
+        // Sync requests are answered by `sync::session` before this.
+        other => Err(anyhow::anyhow!("unexpected request {other:?}")),
     };
     result.unwrap_or_else(|e| Response::Error(format!("{e:#}")))
 }

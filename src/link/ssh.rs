@@ -140,6 +140,9 @@ pub struct PeerLink {
     stderr: StderrTail,
     child: Child<Arc<Session>>,
     session: Arc<Session>,
+    /// Frame bytes (headers and payloads) sent and received since the
+    /// handshake: what a sync costs on the wire, before SSH's own framing.
+    wire: u64,
 }
 
 impl std::fmt::Debug for PeerLink {
@@ -223,6 +226,7 @@ impl PeerLink {
                     stderr,
                     child,
                     session,
+                    wire: 0,
                 })
             }
             Ok(Err(e)) => Failure::Handshake(e),
@@ -234,6 +238,16 @@ impl PeerLink {
         let error = diagnose(failure, child, stderr, ssh, host).await;
         stop_master(session).await;
         Err(error)
+    }
+
+    /// Frame bytes sent and received on this link since the handshake.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire
+    }
+
+    /// The peer's address.
+    pub fn host(&self) -> IpAddr {
+        self.host
     }
 
     /// The peer's hello: its protocol and software version.
@@ -392,9 +406,27 @@ impl PeerLink {
     /// again. There is no timeout here; wrap the call in one where needed
     /// ([`probe_status`] does).
     pub async fn request(&mut self, request: &Request) -> anyhow::Result<Response> {
+        let payload = frame::encode(request)?;
+        self.request_raw(&payload).await
+    }
+
+    /// [`request`](Self::request) with an already encoded request: for
+    /// tests and tools that must send what [`Request`]'s types would not
+    /// let them build (a path with `..`, to check that the peer refuses it).
+    pub async fn request_raw(&mut self, payload: &[u8]) -> anyhow::Result<Response> {
         let result = async {
-            frame::send(&mut self.writer, request).await?;
-            frame::recv::<_, Response>(&mut self.reader).await
+            frame::write_frame(&mut self.writer, payload).await?;
+            tokio::io::AsyncWriteExt::flush(&mut self.writer)
+                .await
+                .map_err(frame::FrameError::Write)?;
+            self.wire += (frame::HEADER_LEN + payload.len()) as u64;
+            match frame::read_frame(&mut self.reader).await? {
+                None => Ok(None),
+                Some(answer) => {
+                    self.wire += (frame::HEADER_LEN + answer.len()) as u64;
+                    frame::decode::<Response>(&answer).map(Some)
+                }
+            }
         }
         .await;
         let error = match result {

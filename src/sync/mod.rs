@@ -50,6 +50,15 @@
 //!   sender's whole-file hash, given mode, owner (by name) and mtime, then
 //!   renamed into place; deletions go to the [`trash`](mod@trash).
 //!
+//! * [`send`](mod@send): the active side, [`send::push`]: per path, check
+//!   the source, scan, compare root hashes, walk, diff against the base,
+//!   settle conflicts (the active side wins, the standby keeps a copy),
+//!   guard deletions, stream the changes; a [`send::SyncSummary`] of what
+//!   crossed the link.
+//! * [`session`](mod@session): the standby's side of the protocol inside
+//!   `sip-ha serve`: only paths in its own config, its own manifest in its
+//!   state directory so that its scan is stat-only too.
+//!
 //! For the two sides to agree on "unchanged": scan both with the same
 //! excludes; the receiver sets file mtimes to the nanosecond, and mode and
 //! owner (by name when the name exists there, else by id). Directory and
@@ -60,6 +69,8 @@ pub mod diff;
 pub mod manifest;
 pub mod receive;
 pub mod scan;
+pub mod send;
+pub mod session;
 pub mod trash;
 pub mod tree;
 

@@ -54,6 +54,9 @@ pub struct LabOptions {
     pub append: String,
     /// Start `sip-ha run --loop` on both servers once the lab is up.
     pub start_loops: bool,
+    /// Extra arguments for each node's `sip-ha serve` (hidden test options
+    /// such as `--sync-prefix {node_dir}/recv`).
+    pub serve_args: String,
 }
 
 impl Default for LabOptions {
@@ -68,6 +71,7 @@ impl Default for LabOptions {
             set: Vec::new(),
             append: String::new(),
             start_loops: false,
+            serve_args: String::new(),
         }
     }
 }
@@ -97,6 +101,12 @@ impl LabOptions {
     pub fn append(mut self, raw: &str) -> Self {
         self.append.push_str(raw);
         self.append.push('\n');
+        self
+    }
+
+    /// Extra arguments for `sip-ha serve` on each node.
+    pub fn serve_args(mut self, args: &str) -> Self {
+        self.serve_args = args.into();
         self
     }
 

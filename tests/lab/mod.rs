@@ -209,6 +209,7 @@ impl Lab {
                 mgmt,
                 lan,
                 service,
+                serve_args: options.serve_args.clone(),
             })
         });
         let client_ns = ns("client");

@@ -49,6 +49,9 @@ pub(crate) struct Spec {
     pub mgmt: Ipv4Addr,
     pub lan: Ipv4Addr,
     pub service: Ipv4Addr,
+    /// Extra arguments for `sip-ha serve` on this node (its forced
+    /// command), `{node_dir}` replaced: e.g. `--sync-prefix {node_dir}/recv`.
+    pub serve_args: String,
 }
 
 /// The daemons of a node, while they run.
@@ -525,7 +528,14 @@ impl NodeHandle {
         let known_hosts = self.spec.dir.join("known_hosts");
         std::fs::write(&known_hosts, peer_sshd.known_hosts_line() + "\n")
             .unwrap_or_else(|e| panic!("write {}: {e}", known_hosts.display()));
-        let forced = format!("{SIP_HA} --config {} serve", peer.config_path().display());
+        let extra = peer
+            .spec
+            .serve_args
+            .replace("{node_dir}", &peer.spec.dir.display().to_string());
+        let forced = format!(
+            "{SIP_HA} --config {} serve {extra}",
+            peer.config_path().display()
+        );
         peer_sshd.authorize_restricted(
             &sshd::public_key(&self.spec.dir.join("id_ed25519")),
             &forced,

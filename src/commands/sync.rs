@@ -1,0 +1,125 @@
+//! `sip-ha sync`: push the `[sync]` paths to the standby now.
+//!
+//! Sync flows one way, from the active server (the one holding the service
+//! address, or whose state says it is taking it) to the standby; on the
+//! standby this command refuses and names the active server. It takes the
+//! state lock like `sip-ha run`, so it never runs beside a pass or the loop
+//! (the loop pushes every `sync.interval` on its own), connects to
+//! `sip-ha serve` on the peer, runs [`push_with`] and ends with one summary
+//! line. The result is recorded in the state (`last_sync`), which `-v`
+//! shows.
+//!
+//! `--dry-run` compares and lists what would change, and changes nothing;
+//! `--verify` hashes every file on both sides instead of trusting
+//! unchanged stat data.
+//!
+//! Exit status: 0 all paths synced, 1 refused or some path failed, 2 the
+//! configuration or the link failed.
+
+use crate::cli::{Cli, SyncArgs};
+use crate::config::Config;
+use crate::link::PeerLink;
+use crate::log::Logger;
+use crate::state::{self, SyncRecord};
+use crate::sync::send::{push_with, PushOptions, SyncSummary};
+use anyhow::Result;
+use sip_ha_core::{Role, Stance};
+
+pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
+    let (cfg, role) = match super::load_or_refuse(cli) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let log = super::logger(cli, Some(&cfg), Some(role));
+    if cfg.sync.paths.is_empty() {
+        eprintln!(
+            "sip-ha: no [[sync.path]] in {}: nothing to sync",
+            cfg.path.display()
+        );
+        return Ok(1);
+    }
+    let dir = cfg.cluster.state_dir.clone();
+    state::ensure_dir(&dir)?;
+    let Some(_lock) = state::try_lock(&dir)? else {
+        eprintln!(
+            "sip-ha: another sip-ha pass or the loop holds {}/lock: try again in a moment \
+             (the loop pushes every {} on its own)",
+            dir.display(),
+            humantime::format_duration(cfg.sync.interval)
+        );
+        return Ok(1);
+    };
+    let loaded = state::load(&dir, role)?;
+    let mut st = loaded.state;
+    let me = cfg.node(role);
+    let holds = crate::identity::holds(&me.interface, cfg.cluster.service_address.addr())?;
+    if !holds && st.memory.stance != Stance::Active {
+        let peer = role.peer();
+        eprintln!(
+            "sip-ha: this server is standby: sync flows from the active server ({peer}, {}) only",
+            cfg.node(peer).address
+        );
+        return Ok(1);
+    }
+    let opts = PushOptions {
+        dry_run: args.dry_run,
+        verify: args.verify,
+    };
+    let rt = super::runtime()?;
+    let result = rt.block_on(sync(&cfg, role, &log, opts));
+    match result {
+        Ok(sum) => {
+            for line in &sum.planned {
+                println!("{line}");
+            }
+            for line in &sum.conflicts {
+                println!("conflict: {line}");
+            }
+            for line in &sum.errors {
+                eprintln!("sip-ha: {line}");
+            }
+            let line = if opts.dry_run {
+                format!(
+                    "dry run, nothing changed: {} changes to make; {sum}",
+                    sum.planned.len()
+                )
+            } else {
+                sum.to_string()
+            };
+            println!("{line}");
+            if !opts.dry_run {
+                log.info(&line);
+                st.last_sync = Some(sum.record());
+                state::save(&dir, &st)?;
+            }
+            Ok(if sum.ok() { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("sip-ha: {e:#}");
+            log.error(&format!("sync failed: {e:#}"));
+            if !opts.dry_run {
+                st.last_sync = Some(SyncRecord {
+                    at_ms: state::now_ms(),
+                    ok: false,
+                    files: 0,
+                    bytes: 0,
+                    error: Some(format!("{e:#}")),
+                });
+                state::save(&dir, &st)?;
+            }
+            Ok(2)
+        }
+    }
+}
+
+async fn sync(cfg: &Config, role: Role, log: &Logger, opts: PushOptions) -> Result<SyncSummary> {
+    use anyhow::Context;
+    let host = cfg.node(role.peer()).address;
+    let control = cfg.cluster.state_dir.join("ssh");
+    let mut link = PeerLink::connect(&cfg.ssh, host, &control)
+        .await
+        .with_context(|| format!("cannot reach sip-ha on the standby ({host}) to sync"))?;
+    let result = push_with(&mut link, cfg, &cfg.cluster.state_dir, log, opts).await;
+    link.close().await;
+    result
+}

@@ -1,0 +1,679 @@
+//! The active server's end of a sync: [`push`] every `[[sync.path]]` to the
+//! standby over an open [`PeerLink`].
+//!
+//! For each path, in order:
+//!
+//! 1. **Refuse a source that is not there** ([`check_source`]): an empty or
+//!    missing root (an unmounted disk) would otherwise empty the standby.
+//! 2. **Scan** it (off the async thread), reusing the hashes of files whose
+//!    stat did not change since the last run (the manifest kept in
+//!    `state_dir/sync/send-*.manifest`). No file is read on a quiet run.
+//! 3. **Compare root hashes**: `SyncRoot` → the standby's root hash. Equal:
+//!    this path is done, after two small frames (well under 1 KiB).
+//! 4. **Walk** the differing directories, one round trip per level
+//!    ([`TreeWalk`]), then fetch the standby's manifest entries for just
+//!    those directories (`SyncSelect`) and [`diff`] them against ours and
+//!    against the *base*, the manifest of the last good sync
+//!    (`state_dir/sync/base-*.manifest`).
+//! 5. **Conflicts** (changed on both sides since the base): the active side
+//!    wins, and the standby keeps its version beside the new one as
+//!    `NAME.sip-ha-conflict-NODE-TIME`; the summary lists each.
+//! 6. **Guard**: refuse a run that deletes more than
+//!    `[sync] max_delete_percent` of the standby's files ([`delete_guard`]).
+//! 7. **Apply**: deletions (into the standby's trash), then directories,
+//!    symlinks, metadata-only updates and files. A small new file travels
+//!    whole in one frame; any other file as a delta against the standby's
+//!    copy (its chunk [`Signature`], then only the chunks it lacks, at most
+//!    about 1 MiB per frame, then the whole-file hash, which the standby
+//!    checks before renaming the file into place).
+//! 8. **Done**: the standby rescans and returns its new root hash; if the
+//!    path went through without an error, our manifest becomes the new base.
+//!
+//! A path refused (empty source, mass delete, a file the standby could not
+//! write) is reported in [`SyncSummary::errors`] and the other paths go on.
+//! A broken link ends the push with an error: the standby drops the file in
+//! progress, and the next run starts over from the hashes.
+
+use super::chunk::{self, Piece, Signature};
+use super::diff::{delete_guard, diff, TreeWalk, What};
+use super::manifest::{Entry, Kind, LoadStatus, Manifest, RelPath};
+use super::receive::FileMeta;
+use super::session::{excludes, manifest_file};
+use super::{check_source, scan, tree};
+use crate::config::{Config, SyncPath};
+use crate::link::frame;
+use crate::link::protocol::{KeepOld, Request, Response};
+use crate::link::PeerLink;
+use crate::log::Logger;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Files up to this size, new on the standby (or replacing a small one),
+/// travel whole in one frame: no signature round trip.
+const WHOLE_MAX: u64 = frame::MAX_CHUNK as u64;
+
+/// A standby copy at least this large is worth a delta.
+const DELTA_MIN_OLD: u64 = 2 * chunk::MIN_CHUNK as u64;
+
+/// Literal bytes gathered into one `Pieces` frame before it is sent.
+const BATCH_BYTES: usize = frame::MAX_CHUNK - chunk::MAX_CHUNK as usize;
+
+/// Deletions per `SyncDelete` frame.
+const DELETE_BATCH: usize = 512;
+
+/// How [`push_with`] runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushOptions {
+    /// List what would change; send no change.
+    pub dry_run: bool,
+    /// Hash every file on both sides (no stat shortcut).
+    pub verify: bool,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncSummary {
+    /// Paths pushed (or compared).
+    pub paths: usize,
+    /// Files whose content was sent (created or changed).
+    pub files_sent: u64,
+    /// Literal file bytes sent (what the standby did not have).
+    pub bytes_sent: u64,
+    /// Frame bytes both ways during the push (after the link's handshake).
+    pub bytes_on_wire: u64,
+    /// Regular files removed on the standby (into its trash).
+    pub files_deleted: u64,
+    /// Directories, symlinks and metadata-only updates.
+    pub other_changes: u64,
+    /// One line per conflict: the path and what the standby kept.
+    pub conflicts: Vec<String>,
+    /// With `dry_run`: one line per change that would be made.
+    pub planned: Vec<String>,
+    /// Paths left alone this run (busy, unreadable...).
+    pub held: u64,
+    /// Why a path or a file was not synced.
+    pub errors: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl SyncSummary {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// What the state file keeps of this push (`-v` shows it).
+    pub fn record(&self) -> crate::state::SyncRecord {
+        crate::state::SyncRecord {
+            at_ms: crate::state::now_ms(),
+            ok: self.ok(),
+            files: self.files_sent + self.files_deleted,
+            bytes: self.bytes_sent,
+            error: (!self.ok()).then(|| self.errors.join("; ")),
+        }
+    }
+}
+
+impl fmt::Display for SyncSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sync: {} files sent ({} bytes of data), {} deleted, {} other changes",
+            self.files_sent, self.bytes_sent, self.files_deleted, self.other_changes
+        )?;
+        if !self.conflicts.is_empty() {
+            write!(f, ", {} conflicts", self.conflicts.len())?;
+        }
+        if self.held > 0 {
+            write!(f, ", {} held", self.held)?;
+        }
+        if !self.errors.is_empty() {
+            write!(f, ", {} errors", self.errors.len())?;
+        }
+        write!(
+            f,
+            "; {} bytes on the wire; {:.3} s",
+            self.bytes_on_wire,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Push every configured path to the peer (see the [module docs](self)).
+pub async fn push(
+    link: &mut PeerLink,
+    cfg: &Config,
+    state_dir: &Path,
+    log: &Logger,
+) -> Result<SyncSummary> {
+    push_with(link, cfg, state_dir, log, PushOptions::default()).await
+}
+
+/// Why a path stopped.
+enum Stop {
+    /// This path only: say why and go on with the next.
+    Path(anyhow::Error),
+    /// The link is broken: stop the push.
+    Link(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Stop {
+        Stop::Path(e)
+    }
+}
+
+/// [`push`], with options.
+pub async fn push_with(
+    link: &mut PeerLink,
+    cfg: &Config,
+    state_dir: &Path,
+    log: &Logger,
+    opts: PushOptions,
+) -> Result<SyncSummary> {
+    let started = Instant::now();
+    let wire_before = link.wire_bytes();
+    let mut sum = SyncSummary::default();
+    for sp in &cfg.sync.paths {
+        sum.paths += 1;
+        let mut run = PathRun {
+            link: &mut *link,
+            cfg,
+            sp,
+            state_dir,
+            log,
+            opts,
+            sum: &mut sum,
+            failed: false,
+        };
+        match run.push().await {
+            Ok(()) => {}
+            Err(Stop::Path(e)) => {
+                let msg = format!("{}: {e:#}", sp.path.display());
+                log.error(&format!("sync of {msg}"));
+                sum.errors.push(msg);
+            }
+            Err(Stop::Link(e)) => {
+                return Err(e.context(format!("sync of {} stopped", sp.path.display())))
+            }
+        }
+    }
+    sum.bytes_on_wire = link.wire_bytes() - wire_before;
+    sum.elapsed = started.elapsed();
+    Ok(sum)
+}
+
+/// One path's push.
+struct PathRun<'a> {
+    link: &'a mut PeerLink,
+    cfg: &'a Config,
+    sp: &'a SyncPath,
+    state_dir: &'a Path,
+    log: &'a Logger,
+    opts: PushOptions,
+    sum: &'a mut SyncSummary,
+    /// A file of this path failed: the base is not updated.
+    failed: bool,
+}
+
+impl PathRun<'_> {
+    /// Send `request`; the peer's answer, or `Stop::Path` with its refusal,
+    /// or `Stop::Link` when the link broke.
+    async fn ask(&mut self, request: &Request) -> Result<Response, Stop> {
+        match self.link.request(request).await {
+            Ok(Response::Error(e)) => Err(Stop::Path(anyhow!("the standby refused: {e}"))),
+            Ok(r) => Ok(r),
+            Err(e) => Err(Stop::Link(e)),
+        }
+    }
+
+    /// [`ask`](Self::ask) for a request answered with `Ok`.
+    async fn ask_ok(&mut self, request: &Request) -> Result<(), Stop> {
+        match self.ask(request).await? {
+            Response::Ok => Ok(()),
+            other => Err(Stop::Path(unexpected(&other))),
+        }
+    }
+
+    /// Record a failure of one item and go on; a broken link still stops.
+    fn item(&mut self, what: &str, result: Result<(), Stop>) -> Result<(), Stop> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(Stop::Path(e)) => {
+                let msg = format!("{}: {what}: {e:#}", self.sp.path.display());
+                self.log.error(&format!("sync of {msg}"));
+                self.sum.errors.push(msg);
+                self.failed = true;
+                Ok(())
+            }
+            Err(link) => Err(link),
+        }
+    }
+
+    async fn push(&mut self) -> Result<(), Stop> {
+        let root = self.sp.path.clone();
+        let path_text = root
+            .to_str()
+            .ok_or_else(|| anyhow!("the path {} is not UTF-8", root.display()))?
+            .to_string();
+        let send_file = manifest_file(self.state_dir, "send", &root);
+        let base_file = manifest_file(self.state_dir, "base", &root);
+
+        // 1, 2: the source, scanned off the async thread.
+        let local = {
+            let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
+            tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file))
+                .await
+                .map_err(|e| anyhow!("the scan task failed: {e}"))??
+        };
+        let local_tree = tree(&local);
+
+        // 3: root hashes.
+        let (remote_root, remote_files) = match self
+            .ask(&Request::SyncRoot {
+                path: path_text.clone(),
+                verify: self.opts.verify,
+            })
+            .await?
+        {
+            Response::SyncRoot { root, files } => (root, files),
+            other => return Err(Stop::Path(unexpected(&other))),
+        };
+        let base = match Manifest::load(&base_file) {
+            l if l.status == LoadStatus::Loaded => Some(l.manifest),
+            _ => None,
+        };
+
+        // 4: where they differ.
+        let mut walk = TreeWalk::new(&local_tree, remote_root);
+        while !walk.is_done() {
+            let listings = match self
+                .ask(&Request::SyncListings {
+                    path: path_text.clone(),
+                    dirs: walk.wanted().to_vec(),
+                })
+                .await?
+            {
+                Response::SyncListings(l) => l,
+                other => return Err(Stop::Path(unexpected(&other))),
+            };
+            walk.feed(listings)?;
+        }
+        let td = walk.finish();
+        if td.is_empty() {
+            if !self.opts.dry_run && base.as_ref() != Some(&local) {
+                save(&local, &base_file)?;
+            }
+            return Ok(());
+        }
+        let remote = self.fetch_selection(&td).await?;
+        let local_sel = td.select(&local);
+        let base_sel = base.as_ref().map(|b| td.select(b));
+        let mut d = diff(&local_sel, &remote, base_sel.as_ref());
+
+        // 5: conflicts: ours wins, the standby keeps its version.
+        let kept: BTreeSet<RelPath> = d
+            .conflicts
+            .iter()
+            .filter(|c| c.remote.is_some() && c.local.is_some())
+            .map(|c| c.path.clone())
+            .collect();
+        for c in &d.conflicts {
+            let line = match (&c.local, &c.remote) {
+                (Some(_), Some(_)) => format!(
+                    "{}/{}: changed on both servers; the standby keeps its version beside it \
+                     as {}{}<node>-<time>",
+                    root.display(),
+                    c.path,
+                    c.path,
+                    super::receive::CONFLICT_MARKER
+                ),
+                (None, _) => format!(
+                    "{}/{}: deleted here, changed on the standby; its version goes to its trash",
+                    root.display(),
+                    c.path
+                ),
+                (_, None) => format!(
+                    "{}/{}: changed here, deleted on the standby; sent again",
+                    root.display(),
+                    c.path
+                ),
+            };
+            self.log.warn(&format!("sync conflict: {line}"));
+            self.sum.conflicts.push(line);
+        }
+        d.overwrite_conflicts();
+        if !self.sp.delete {
+            d.delete.clear();
+        }
+        self.sum.held += d.held.len() as u64;
+
+        // 6: the guard.
+        delete_guard(&d, remote_files, self.cfg.sync.max_delete_percent)
+            .with_context(|| format!("{} on the standby", root.display()))?;
+
+        if self.opts.dry_run {
+            for r in &d.delete {
+                self.sum
+                    .planned
+                    .push(format!("delete  {}/{}", root.display(), r.path));
+            }
+            for c in &d.changes {
+                let what = match c.what {
+                    What::Create => "create ",
+                    What::Replace => "replace",
+                    What::Content => "update ",
+                    What::Metadata => "meta   ",
+                };
+                let size = match c.local.kind {
+                    Kind::File { size, .. } => format!(" ({size} bytes)"),
+                    _ => format!(" ({})", c.local.kind.name()),
+                };
+                self.sum
+                    .planned
+                    .push(format!("{what} {}/{}{size}", root.display(), c.path));
+            }
+            return Ok(());
+        }
+
+        // 7: apply. Deletions first, children before parents.
+        self.sum.files_deleted += d.files_deleted();
+        let dels: Vec<RelPath> = d.delete.iter().map(|r| r.path.clone()).collect();
+        for batch in dels.chunks(DELETE_BATCH) {
+            let r = self
+                .ask_ok(&Request::SyncDelete {
+                    rels: batch.to_vec(),
+                })
+                .await;
+            self.item("deleting", r)?;
+        }
+        let at_ms = crate::state::now_ms();
+        for c in &d.changes {
+            let keep_old = kept.contains(&c.path).then_some(KeepOld { at_ms });
+            let meta = file_meta(&c.local);
+            let result = match &c.local.kind {
+                Kind::Dir => {
+                    self.sum.other_changes += 1;
+                    self.ask_ok(&Request::SyncDir {
+                        rel: c.path.clone(),
+                        meta,
+                    })
+                    .await
+                }
+                Kind::Symlink { target } => {
+                    self.sum.other_changes += 1;
+                    self.ask_ok(&Request::SyncSymlink {
+                        rel: c.path.clone(),
+                        target: target.clone(),
+                        meta,
+                        keep_old,
+                    })
+                    .await
+                }
+                Kind::File { hash, .. } if c.what == What::Metadata => {
+                    self.sum.other_changes += 1;
+                    self.ask_ok(&Request::SyncMeta {
+                        rel: c.path.clone(),
+                        meta,
+                        hash: *hash,
+                    })
+                    .await
+                }
+                Kind::File { size, hash } => {
+                    let old_size = match c.remote.as_ref().map(|r| &r.kind) {
+                        Some(Kind::File { size, .. }) => *size,
+                        _ => 0,
+                    };
+                    let file = root.join(c.path.as_path());
+                    if *size <= WHOLE_MAX && old_size < DELTA_MIN_OLD {
+                        self.send_whole(&file, &c.path, meta, keep_old).await
+                    } else {
+                        self.send_delta(&file, &c.path, meta, *hash, keep_old).await
+                    }
+                }
+            };
+            self.item(&format!("{}", c.path), result)?;
+        }
+
+        // 8: done.
+        match self.ask(&Request::SyncDone).await? {
+            Response::SyncDone { root: _, warnings } => {
+                for w in warnings {
+                    self.log.warn(&format!("standby, {}: {w}", root.display()));
+                }
+            }
+            other => return Err(Stop::Path(unexpected(&other))),
+        }
+        if !self.failed {
+            save(&local, &base_file)?;
+        }
+        Ok(())
+    }
+
+    /// The standby's entries for the differing directories, page by page.
+    async fn fetch_selection(&mut self, td: &super::TreeDiff) -> Result<Manifest, Stop> {
+        let mut m = Manifest::new();
+        let mut from = 0u64;
+        loop {
+            let answer = self
+                .ask(&Request::SyncSelect {
+                    dirs: td.dirs.iter().cloned().collect(),
+                    subtrees: td.subtrees.iter().cloned().collect(),
+                    from,
+                })
+                .await?;
+            let Response::SyncEntries {
+                entries,
+                unsettled,
+                more,
+            } = answer
+            else {
+                return Err(Stop::Path(unexpected(&answer)));
+            };
+            from += entries.len() as u64;
+            for (p, e) in entries {
+                m.insert(p, e)
+                    .context("the standby's manifest is not valid")?;
+            }
+            for u in unsettled {
+                m.mark_unsettled(u);
+            }
+            if !more {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// A small file in one frame.
+    async fn send_whole(
+        &mut self,
+        file: &Path,
+        rel: &RelPath,
+        meta: FileMeta,
+        keep_old: Option<KeepOld>,
+    ) -> Result<(), Stop> {
+        let data = read_small(file, WHOLE_MAX)?;
+        let hash = *blake3::hash(&data).as_bytes();
+        let len = data.len() as u64;
+        self.ask_ok(&Request::FileWhole {
+            rel: rel.clone(),
+            meta,
+            data,
+            hash,
+            keep_old,
+        })
+        .await?;
+        self.sum.files_sent += 1;
+        self.sum.bytes_sent += len;
+        Ok(())
+    }
+
+    /// A file as a delta against the standby's copy.
+    async fn send_delta(
+        &mut self,
+        file: &Path,
+        rel: &RelPath,
+        meta: FileMeta,
+        whole_hash: [u8; 32],
+        keep_old: Option<KeepOld>,
+    ) -> Result<(), Stop> {
+        let size = meta.size;
+        let sig = match self
+            .ask(&Request::FileBegin {
+                rel: rel.clone(),
+                meta,
+                size,
+                whole_hash,
+                keep_old,
+            })
+            .await?
+        {
+            Response::Signature(sig) => sig,
+            other => return Err(Stop::Path(unexpected(&other))),
+        };
+        let (tx, mut batches) = tokio::sync::mpsc::channel::<Vec<Piece>>(2);
+        let path = file.to_path_buf();
+        let chunker = tokio::task::spawn_blocking(move || delta_batches(&path, &sig, tx));
+        let mut refused = None;
+        while let Some(batch) = batches.recv().await {
+            let literal: u64 = batch
+                .iter()
+                .map(|p| match p {
+                    Piece::Data(d) => d.len() as u64,
+                    Piece::Have { .. } => 0,
+                })
+                .sum();
+            match self.ask_ok(&Request::Pieces(batch)).await {
+                Ok(()) => self.sum.bytes_sent += literal,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        // Stops the chunker if it is still going.
+        drop(batches);
+        let stats = chunker
+            .await
+            .map_err(|e| anyhow!("the chunking task failed: {e}"));
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        let stats = stats??;
+        self.ask_ok(&Request::FileCommit {
+            hash: stats.file_hash,
+        })
+        .await?;
+        self.sum.files_sent += 1;
+        Ok(())
+    }
+}
+
+/// Check, scan and save the manifest of one source path.
+fn scan_source(sp: &SyncPath, verify: bool, manifest_file: &Path) -> Result<Manifest> {
+    check_source(&sp.path)?;
+    let excludes = excludes(sp)?;
+    let previous = if verify {
+        Manifest::new()
+    } else {
+        Manifest::load(manifest_file).manifest
+    };
+    let (local, _report) = scan(&sp.path, &excludes, &previous, SystemTime::now())?;
+    if local != previous {
+        save(&local, manifest_file)?;
+    }
+    Ok(local)
+}
+
+fn save(m: &Manifest, file: &Path) -> Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    m.save(file)
+}
+
+/// Run the chunker over `path` against `sig`, handing batches of pieces to
+/// `tx` (about [`BATCH_BYTES`] of literal data each).
+fn delta_batches(
+    path: &Path,
+    sig: &Signature,
+    tx: tokio::sync::mpsc::Sender<Vec<Piece>>,
+) -> Result<chunk::DeltaStats> {
+    let file = open_nofollow(path)?;
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    let stopped = || anyhow!("the transfer stopped");
+    let stats = chunk::delta(file, sig, |piece| {
+        bytes += match &piece {
+            Piece::Data(d) => d.len(),
+            Piece::Have { .. } => 40,
+        };
+        batch.push(piece);
+        if bytes >= BATCH_BYTES {
+            bytes = 0;
+            tx.blocking_send(std::mem::take(&mut batch))
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot send {}", path.display()))?;
+    if !batch.is_empty() {
+        tx.blocking_send(batch).map_err(|_| stopped())?;
+    }
+    Ok(stats)
+}
+
+fn open_nofollow(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Read a file of at most `max` bytes (it may have grown since the scan:
+/// then it is refused for this run).
+fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = open_nofollow(path)?;
+    let mut data = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if data.len() as u64 > max {
+        bail!(
+            "{} grew past {max} bytes since it was scanned: next run",
+            path.display()
+        );
+    }
+    Ok(data)
+}
+
+/// The metadata the standby gives a path.
+fn file_meta(e: &Entry) -> FileMeta {
+    FileMeta {
+        mode: e.mode,
+        user: e.user.clone(),
+        group: e.group.clone(),
+        uid: e.uid,
+        gid: e.gid,
+        mtime_ns: e
+            .mtime
+            .secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(e.mtime.nanos)),
+        size: match e.kind {
+            Kind::File { size, .. } => size,
+            _ => 0,
+        },
+    }
+}
+
+fn unexpected(r: &Response) -> anyhow::Error {
+    let shown = format!("{r:?}");
+    let shown: String = shown.chars().take(200).collect();
+    anyhow!("the standby answered with something unexpected: {shown}")
+}
