@@ -111,6 +111,16 @@ pub enum Command {
     /// trap to each receiver) and say for each whether it worked; exit 0 if
     /// all did, 1 if not. Without, show the mail queue.
     Alert(AlertArgs),
+    /// Print this server's history log: one line per event (takeovers,
+    /// releases, service down and up, peer lost and back...), oldest first.
+    Log(LogArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct LogArgs {
+    /// Only the last N lines.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub lines: Option<usize>,
 }
 
 #[derive(Debug, Args, Default)]

@@ -281,6 +281,20 @@ fn rotate(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot rotate {}", path.display()))
 }
 
+/// The whole history, rotated files first (oldest first).
+pub fn history_all(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in (1..=HISTORY_KEEP).rev() {
+        if let Ok(text) = fs::read_to_string(dir.join(format!("{HISTORY_FILE}.{n}"))) {
+            out.extend(text.lines().map(str::to_string));
+        }
+    }
+    if let Ok(text) = fs::read_to_string(dir.join(HISTORY_FILE)) {
+        out.extend(text.lines().map(str::to_string));
+    }
+    out
+}
+
 /// The last `n` lines of the history log (fewer if it is shorter).
 pub fn history_tail(dir: &Path, n: usize) -> Vec<String> {
     let Ok(f) = fs::File::open(dir.join(HISTORY_FILE)) else {

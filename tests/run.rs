@@ -207,3 +207,21 @@ fn the_loop_keeps_logging_after_the_syslog_daemon_restarts() {
         "no line reached the restarted syslog socket: {after:?}"
     );
 }
+
+#[test]
+fn sip_ha_log_prints_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_in(dir.path());
+    let log = SyslogCapture::new();
+    for _ in 0..3 {
+        pass(&log, &cfg, &["run"]);
+    }
+    let o = pass(&log, &cfg, &["log"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(out.contains("master service-down"), "{out}");
+    let o = pass(&log, &cfg, &["log", "-n", "1"]);
+    let last = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert_eq!(last.lines().next(), out.lines().last());
+}

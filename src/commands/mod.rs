@@ -5,6 +5,7 @@ mod alert;
 mod check;
 mod check_config;
 mod copy;
+mod history;
 mod operator;
 mod run;
 mod serve;
@@ -30,6 +31,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         (Some(Command::Serve(args)), _) => serve::run(&cli, args),
         (Some(Command::Run(args)), _) => run::run(&cli, args),
         (Some(Command::Alert(args)), _) => alert::run(&cli, args),
+        (Some(Command::Log(args)), _) => history::run(&cli, args),
         (Some(Command::Sync(args)), _) => sync::run(&cli, args),
         (None, a) if a.verify => verify::run(&cli, cli.json),
         (None, a) if a.failover => operator::run(&cli, CoreCommand::Failover { force: cli.force }),
