@@ -45,6 +45,9 @@ pub struct State {
     pub updated_ms: u64,
     pub memory: Memory,
     pub last_sync: Option<SyncRecord>,
+    /// Syncs that failed in a row (for the "sync failing" alert).
+    #[serde(default)]
+    pub sync_failures: u32,
 }
 
 impl State {
@@ -55,6 +58,7 @@ impl State {
             updated_ms: 0,
             memory: Memory::default(),
             last_sync: None,
+            sync_failures: 0,
         }
     }
 }

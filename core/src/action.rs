@@ -41,6 +41,17 @@ pub enum EventKind {
     Refused,
     /// The local service failed and is being restarted before any failover.
     LocalRestart,
+    /// Sync to the peer failed several times in a row (raised by the
+    /// driver, not the core, like the three below).
+    SyncFailing,
+    /// Sync works again after failing.
+    SyncRecovered,
+    /// A file changed on both servers since the last sync: the active
+    /// server's version won, the other was kept beside it.
+    SyncConflict,
+    /// A sync was refused for safety: an empty or unmounted source, or a
+    /// run that would delete too much on the standby.
+    SyncRefused,
 }
 
 impl EventKind {
@@ -62,6 +73,10 @@ impl EventKind {
             EventKind::AddressConflict => "address-conflict",
             EventKind::Refused => "refused",
             EventKind::LocalRestart => "local-restart",
+            EventKind::SyncFailing => "sync-failing",
+            EventKind::SyncRecovered => "sync-recovered",
+            EventKind::SyncConflict => "sync-conflict",
+            EventKind::SyncRefused => "sync-refused",
         }
     }
 }

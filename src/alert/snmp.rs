@@ -74,6 +74,10 @@ pub fn kind_number(kind: EventKind) -> u32 {
         EventKind::AddressConflict => 14,
         EventKind::Refused => 15,
         EventKind::LocalRestart => 16,
+        EventKind::SyncFailing => 17,
+        EventKind::SyncRecovered => 18,
+        EventKind::SyncConflict => 19,
+        EventKind::SyncRefused => 20,
     }
 }
 

@@ -14,15 +14,34 @@ use crate::config::Config;
 use crate::link::PeerLink;
 use crate::log::Logger;
 use crate::state::{now_ms, SyncRecord};
-use sip_ha_core::Role;
+use sip_ha_core::{Event, EventKind, Role};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Pushes of one node.
 #[derive(Default)]
 pub struct Pusher {
-    task: Option<JoinHandle<SyncRecord>>,
+    task: Option<JoinHandle<Pushed>>,
     last_start: Option<Instant>,
+}
+
+/// How a push went: the record `-v` shows, and what the operator must be
+/// told of.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub record: SyncRecord,
+    pub conflicts: Vec<String>,
+    pub refused: Vec<String>,
+}
+
+impl Pushed {
+    fn failed(error: String) -> Pushed {
+        Pushed {
+            record: failed(error),
+            conflicts: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
 }
 
 fn failed(error: String) -> SyncRecord {
@@ -47,7 +66,7 @@ async fn push(
     cfg: &Config,
     log: &Logger,
     why: &str,
-) -> Result<SyncRecord, String> {
+) -> Result<Pushed, String> {
     let dir = cfg.cluster.state_dir.clone();
     let limit = limit(cfg);
     match tokio::time::timeout(limit, crate::sync::send::push(link, cfg, &dir, log)).await {
@@ -60,7 +79,11 @@ async fn push(
             } else {
                 log.info(&line);
             }
-            Ok(sum.record())
+            Ok(Pushed {
+                record: sum.record(),
+                conflicts: sum.conflicts.clone(),
+                refused: sum.refused.clone(),
+            })
         }
         Ok(Err(e)) => {
             let msg = format!("{e:#}");
@@ -78,14 +101,23 @@ async fn push(
 
 impl Pusher {
     /// The result of a finished periodic push, if one finished.
-    pub fn collect(&mut self) -> Option<SyncRecord> {
+    pub fn collect(&mut self) -> Option<Pushed> {
         if !self.task.as_ref().is_some_and(|t| t.is_finished()) {
             return None;
         }
         let task = self.task.take()?;
         // A finished task: this does not wait.
         let joined = futures_util::FutureExt::now_or_never(task)?;
-        Some(joined.unwrap_or_else(|e| failed(format!("the sync task failed: {e}"))))
+        Some(joined.unwrap_or_else(|e| Pushed::failed(format!("the sync task failed: {e}"))))
+    }
+
+    /// Wait for a running periodic push (a cron pass, before it exits).
+    pub async fn finish(&mut self) -> Option<Pushed> {
+        let task = self.task.take()?;
+        Some(
+            task.await
+                .unwrap_or_else(|e| Pushed::failed(format!("the sync task failed: {e}"))),
+        )
     }
 
     /// Start a periodic push if one is due and none is running.
@@ -107,12 +139,14 @@ impl Pusher {
             );
             let mut link = match connect.await {
                 Ok(Ok(l)) => l,
-                Ok(Err(e)) => return failed(format!("no SSH session for the sync: {e:#}")),
-                Err(_) => return failed(format!("no SSH session to {host} for the sync in time")),
+                Ok(Err(e)) => return Pushed::failed(format!("no SSH session for the sync: {e:#}")),
+                Err(_) => {
+                    return Pushed::failed(format!("no SSH session to {host} for the sync in time"))
+                }
             };
             let record = push(&mut link, &cfg, &log, "every sync.interval").await;
             link.close().await;
-            record.unwrap_or_else(failed)
+            record.unwrap_or_else(Pushed::failed)
         }));
     }
 
@@ -133,14 +167,121 @@ impl Pusher {
         cfg: &Config,
         log: &Logger,
         why: &str,
-    ) -> Result<SyncRecord, String> {
+    ) -> Result<Pushed, String> {
         self.stop();
         self.last_start = Some(Instant::now());
         push(link, cfg, log, why).await
     }
 }
 
-/// A record for a push that could not even start.
-pub fn not_started(error: String) -> SyncRecord {
-    failed(error)
+/// A push that could not even start.
+pub fn not_started(error: String) -> Pushed {
+    Pushed::failed(error)
+}
+
+/// After this many failed syncs in a row the operator is alerted (and again
+/// when sync works again).
+pub const FAILURES_BEFORE_ALERT: u32 = 3;
+
+/// The events a push's outcome raises, given the failures before it;
+/// returns them and the new count of failures in a row.
+pub fn events(p: &Pushed, failures_before: u32, peer: Role, now_ms: u64) -> (Vec<Event>, u32) {
+    let mut out = Vec::new();
+    let ev = |kind, reason: String| Event {
+        kind,
+        reason,
+        at_ms: now_ms,
+    };
+    let failures = if p.record.ok {
+        0
+    } else {
+        failures_before.saturating_add(1)
+    };
+    if failures == FAILURES_BEFORE_ALERT {
+        let why = p.record.error.clone().unwrap_or_default();
+        out.push(ev(
+            EventKind::SyncFailing,
+            format!("sync to the {peer} failed {failures} times in a row: {why}"),
+        ));
+    }
+    if failures == 0 && failures_before >= FAILURES_BEFORE_ALERT {
+        out.push(ev(
+            EventKind::SyncRecovered,
+            format!("sync to the {peer} works again after {failures_before} failures"),
+        ));
+    }
+    if !p.conflicts.is_empty() {
+        out.push(ev(
+            EventKind::SyncConflict,
+            format!(
+                "changed on both servers since the last sync; this server's version won, the other was kept: {}",
+                p.conflicts.join("; ")
+            ),
+        ));
+    }
+    for r in &p.refused {
+        out.push(ev(
+            EventKind::SyncRefused,
+            format!("sync refused for safety: {r}"),
+        ));
+    }
+    (out, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pushed(ok: bool) -> Pushed {
+        Pushed {
+            record: SyncRecord {
+                at_ms: 1,
+                ok,
+                files: 0,
+                bytes: 0,
+                error: (!ok).then(|| "no route to host".to_string()),
+            },
+            conflicts: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    fn kinds(events: &[Event]) -> Vec<EventKind> {
+        events.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn failing_is_alerted_once_at_the_threshold_and_recovery_after_it() {
+        let mut failures = 0;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let (ev, f) = events(&pushed(false), failures, Role::Slave, 0);
+            failures = f;
+            seen.extend(kinds(&ev));
+        }
+        assert_eq!(seen, vec![EventKind::SyncFailing]);
+        assert_eq!(failures, 5);
+        let (ev, f) = events(&pushed(true), failures, Role::Slave, 0);
+        assert_eq!(kinds(&ev), vec![EventKind::SyncRecovered]);
+        assert_eq!(f, 0);
+        // A single failure and recovery raise nothing.
+        let (ev, f) = events(&pushed(false), 0, Role::Slave, 0);
+        assert!(ev.is_empty());
+        let (ev, _) = events(&pushed(true), f, Role::Slave, 0);
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn conflicts_and_refusals_are_alerted() {
+        let mut p = pushed(false);
+        p.conflicts =
+            vec!["/etc/asterisk/sip.conf (kept sip.conf.sip-ha-conflict-slave-...)".into()];
+        p.refused = vec!["/var/spool/asterisk: would delete 80% of the standby's files".into()];
+        let (ev, _) = events(&p, 0, Role::Slave, 0);
+        assert_eq!(
+            kinds(&ev),
+            vec![EventKind::SyncConflict, EventKind::SyncRefused]
+        );
+        assert!(ev[1].reason.contains("80%"));
+    }
 }

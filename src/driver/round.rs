@@ -48,6 +48,8 @@ pub struct Driver {
     /// Pushes of the sync paths to the peer (periodic ones run beside the
     /// rounds).
     pusher: super::push::Pusher,
+    /// The status screen of the last round, for alerts raised after it.
+    last_status: Option<crate::status::Status>,
 }
 
 impl Driver {
@@ -81,6 +83,7 @@ impl Driver {
             tasks: JoinSet::new(),
             last_announce: None,
             pusher: Default::default(),
+            last_status: None,
         }
     }
 
@@ -158,7 +161,12 @@ impl Driver {
                     }
                     Err(e) => self.log.error(&format!("{e:#}")),
                 },
-                Action::PushSync => self.push_before_handover().await,
+                Action::PushSync => {
+                    let pushed = self.push_before_handover().await;
+                    if let Some(p) = pushed {
+                        events.extend(self.record_push(&p));
+                    }
+                }
                 Action::RunHook(hook) => self.spawn_hook(*hook),
                 Action::RestartService => self.spawn_restart(),
                 Action::Notify(ev) => {
@@ -170,8 +178,8 @@ impl Driver {
         }
 
         self.state.memory = node.into_memory();
-        if let Some(record) = self.pusher.collect() {
-            self.state.last_sync = Some(record);
+        if let Some(p) = self.pusher.collect() {
+            events.extend(self.record_push(&p));
         }
         if holds {
             self.pusher.maybe_start(&self.cfg, self.role, &self.log);
@@ -197,6 +205,7 @@ impl Driver {
         self.alerter
             .after_round(&events, &status, state::now_ms())
             .await;
+        self.last_status = Some(status);
         Ok(Outcome {
             observed,
             actions: done,
@@ -247,12 +256,12 @@ impl Driver {
     /// the round's link, and wait for it: the peer must have this node's
     /// changes before it serves. Without a link, the handover goes on (the
     /// peer being ready is what `-f` checked) and the failure is recorded.
-    async fn push_before_handover(&mut self) {
+    async fn push_before_handover(&mut self) -> Option<super::push::Pushed> {
         if self.cfg.sync.paths.is_empty() {
-            return;
+            return None;
         }
         let why = "before handing over";
-        let record = match self.observer.link() {
+        let pushed = match self.observer.link() {
             Some(link) => match self.pusher.push_now(link, &self.cfg, &self.log, why).await {
                 Ok(r) => r,
                 Err(msg) => {
@@ -267,7 +276,24 @@ impl Driver {
                 super::push::not_started(msg)
             }
         };
-        self.state.last_sync = Some(record);
+        Some(pushed)
+    }
+
+    /// Remember how a push went (`-v` shows it) and return the events it
+    /// raises (sync failing or back, conflicts, refusals), logged here.
+    fn record_push(&mut self, p: &super::push::Pushed) -> Vec<Event> {
+        self.state.last_sync = Some(p.record.clone());
+        let (events, failures) = super::push::events(
+            p,
+            self.state.sync_failures,
+            self.role.peer(),
+            state::now_ms(),
+        );
+        self.state.sync_failures = failures;
+        for ev in &events {
+            self.log.event(ev);
+        }
+        events
     }
 
     /// Gratuitous ARP / unsolicited NA, beside the next rounds.
@@ -339,6 +365,18 @@ impl Driver {
     /// Wait for hooks and announcements to finish (before a pass exits).
     pub async fn settle(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+        // A cron pass ends here: let its sync finish and record it.
+        if let Some(p) = self.pusher.finish().await {
+            let events = self.record_push(&p);
+            if let Err(e) = state::save(&self.cfg.cluster.state_dir, &self.state) {
+                self.log.error(&format!("{e:#}"));
+            }
+            if let (false, Some(status)) = (events.is_empty(), self.last_status.clone()) {
+                self.alerter
+                    .after_round(&events, &status, state::now_ms())
+                    .await;
+            }
+        }
         self.alerter.settle().await;
     }
 }

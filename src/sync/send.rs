@@ -98,6 +98,10 @@ pub struct SyncSummary {
     pub held: u64,
     /// Why a path or a file was not synced.
     pub errors: Vec<String>,
+    /// Paths refused whole for safety (an empty or unmounted source, a run
+    /// that would delete too much): also in `errors`; the operator is
+    /// alerted for each.
+    pub refused: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -265,6 +269,12 @@ impl PathRun<'_> {
 
         // 1, 2: the source, scanned off the async thread.
         let local = {
+            if let Err(e) = check_source(&self.sp.path) {
+                self.sum
+                    .refused
+                    .push(format!("{}: {e:#}", self.sp.path.display()));
+                return Err(Stop::Path(e));
+            }
             let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
             tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file))
                 .await
@@ -353,8 +363,12 @@ impl PathRun<'_> {
         self.sum.held += d.held.len() as u64;
 
         // 6: the guard.
-        delete_guard(&d, remote_files, self.cfg.sync.max_delete_percent)
-            .with_context(|| format!("{} on the standby", root.display()))?;
+        if let Err(e) = delete_guard(&d, remote_files, self.cfg.sync.max_delete_percent)
+            .with_context(|| format!("{} on the standby", root.display()))
+        {
+            self.sum.refused.push(format!("{e:#}"));
+            return Err(e.into());
+        }
 
         if self.opts.dry_run {
             for r in &d.delete {
