@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, every real part the test suite talks to:
 # sshd, Kamailio (the SIP service), sipp, keepalived and rsync (for the
-# benchmarks), an SMTP server, snmptrapd, arping, iproute2 (namespaces) and
-# nftables (packet loss in the two-server lab).
+# benchmarks), an SMTP server, snmptrapd, arping, iproute2 (namespaces),
+# nftables (packet loss in the two-server lab) and iptables (its NFQUEUE
+# target hands packets to the lab's delayer: delay and jitter without netem).
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ pkgs=(
   sip-tester sipsak               # SIP clients for the watching client
   iproute2 iputils-ping arping    # namespaces, veth, bridge, tc netem, ARP
   nftables                        # packet loss in the lab where the kernel has no netem
+  iptables                        # NFQUEUE: delay and jitter in the lab without netem
   keepalived rsync                # what the benchmarks compare against
   python3-aiosmtpd                # a real SMTP server for the alert tests
   snmptrapd snmp                  # a real trap receiver
