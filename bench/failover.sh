@@ -6,7 +6,8 @@
 #    after the master's Kamailio is killed: sip-ha with its default timings,
 #    then keepalived (VRRP, advert_int 1, vrrp_script interval 1 fall 3) in
 #    the same lab. Prints p50/p95 and the ratio sip-ha/keepalived.
-# 2. 5% packet loss on the link between the servers: no false failover.
+# 2. 5% packet loss and 50 ms ± 100 ms jitter (both directions) on the link
+#    between the servers: no false failover.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh

@@ -2,7 +2,9 @@
 # Installs, from Debian's archive, every real part the test suite talks to:
 # sshd, Kamailio (the SIP service), sipp, keepalived and rsync (for the
 # benchmarks), an SMTP server, a sendmail and openssl, snmptrapd, arping,
-# iproute2 (namespaces) and nftables (packet loss in the two-server lab).
+# iproute2 (namespaces), nftables (packet loss in the two-server lab) and
+# iptables (its NFQUEUE target hands packets to the lab's delayer: delay and
+# jitter without netem).
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 
@@ -12,6 +14,7 @@ pkgs=(
   sip-tester sipsak               # SIP clients for the watching client
   iproute2 iputils-ping arping    # namespaces, veth, bridge, tc netem, ARP
   nftables                        # packet loss in the lab where the kernel has no netem
+  iptables                        # NFQUEUE: delay and jitter in the lab without netem
   keepalived rsync                # what the benchmarks compare against
   python3-aiosmtpd                # a real SMTP server for the alert tests
   msmtp                           # a real sendmail (relays to aiosmtpd) for the sendmail transport

@@ -1,7 +1,8 @@
 //! The two-server lab itself works (tests/lab/): namespaces and links, SSH
 //! between the servers with strict host keys, Kamailio on each server, the
 //! watching client following the service address when it is moved by hand,
-//! identity detection, power cycles, and a clean teardown.
+//! identity detection, power cycles, delay, jitter and loss without netem,
+//! and a clean teardown.
 //!
 //! Nothing here needs `sip-ha run`: the address is moved by hand (`ip addr`
 //! and sip-ha's own `address::announce`). Needs root; skips otherwise.
@@ -9,8 +10,8 @@
 mod common;
 mod lab;
 
-use lab::{Lab, LabOptions, Role, LAN_IF};
-use std::net::SocketAddr;
+use lab::{JitterSpec, Lab, LabOptions, NodeHandle, Role, LAN_IF, MGMT_IF};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// Generous: the machine is shared with other builds.
@@ -118,9 +119,18 @@ fn lab_comes_up_and_leaves_nothing_behind() {
     // Nothing routes out of the lab.
     let routes = lab.master().ip(&["route", "show"]);
     assert!(!routes.contains("default"), "{routes}");
-    // The client is running too, and a loop: all of it must go.
+    // The client is running too, a loop, and a delayer on each end of the
+    // management link (threads of this process, rules in the namespaces):
+    // all of it must go.
     lab.client().start();
     lab.master().start_loop();
+    for role in [Role::Master, Role::Slave] {
+        lab.jitter(
+            role,
+            MGMT_IF,
+            JitterSpec::new(Duration::from_millis(20), Duration::from_millis(10), 1),
+        );
+    }
     drop(lab);
     traces.assert_gone();
 }
@@ -387,7 +397,8 @@ fn kamailio_answers_on_each_server_and_signs_its_replies() {
         );
     }
     // Over the management link; then with every packet the master sends
-    // there lost (netem, or nftables where the kernel has no netem).
+    // there lost (netem, or nftables where the kernel has no netem), then
+    // delayed (netem, or the lab's delayer: tests/lab/jitter.rs).
     let master = SocketAddr::from((lab.master().management_address(), lab::SIP_PORT));
     let reply = lab
         .slave()
@@ -401,15 +412,11 @@ fn kamailio_answers_on_each_server_and_signs_its_replies() {
         .is_none());
     lab.clear_netem(Role::Master, "eth1");
     assert!(lab.slave().sip_options(master, PATIENCE).is_some());
-    if lab.netem_supported() {
-        lab.netem(Role::Master, "eth1", "delay 200ms");
-        let sent = std::time::Instant::now();
-        let reply = lab.slave().sip_options(master, PATIENCE).expect("a reply");
-        assert!(reply.at.duration_since(sent) >= Duration::from_millis(200));
-        lab.clear_netem(Role::Master, "eth1");
-    } else {
-        eprintln!("netem delay not checked: this kernel has no netem");
-    }
+    lab.netem(Role::Master, "eth1", "delay 200ms");
+    let sent = std::time::Instant::now();
+    let reply = lab.slave().sip_options(master, PATIENCE).expect("a reply");
+    assert!(reply.at.duration_since(sent) >= Duration::from_millis(200));
+    lab.clear_netem(Role::Master, "eth1");
     // Nobody holds the service address yet: nobody answers there.
     let service = lab.client().target();
     assert!(lab
@@ -508,4 +515,203 @@ fn power_cycle_keeps_the_servers_keys_and_logins() {
         peer_path(&lab.master().status_json(), "ssh")["ok"] == true
     });
     assert!(back, "{}", lab.diagnostics());
+}
+
+/// Round trips of `ping` from a node: the RTT of each reply (ms), sorted,
+/// and how many requests got none.
+struct Pings {
+    sent: usize,
+    rtts: Vec<f64>,
+}
+
+impl Pings {
+    /// `count` pings, 20 ms apart, from `node` to `to`; replies are waited
+    /// for as long as ping does (-W 2 for the last ones), however late.
+    fn run(node: &NodeHandle, to: Ipv4Addr, count: usize) -> Pings {
+        let out = node.exec(
+            "ping",
+            &[
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.02",
+                "-W",
+                "2",
+                &to.to_string(),
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut seen = std::collections::HashSet::new();
+        let mut rtts = Vec::new();
+        for line in text.lines() {
+            let seq = field(line, "icmp_seq=");
+            let time = field(line, "time=").and_then(|t| t.parse::<f64>().ok());
+            if let (Some(seq), Some(time)) = (seq, time) {
+                if seen.insert(seq.to_string()) {
+                    rtts.push(time);
+                }
+            }
+        }
+        assert!(
+            !rtts.is_empty() || count == 0,
+            "no ping reply at all from {to} in {}:\n{text}{}",
+            node.ns(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rtts.sort_by(|a, b| a.total_cmp(b));
+        Pings { sent: count, rtts }
+    }
+
+    fn lost(&self) -> usize {
+        self.sent - self.rtts.len()
+    }
+
+    /// The `q` quantile (nearest rank) of the RTTs, in ms.
+    fn quantile(&self, q: f64) -> f64 {
+        let rank = ((self.rtts.len() - 1) as f64 * q).round() as usize;
+        self.rtts[rank]
+    }
+
+    fn median(&self) -> f64 {
+        self.quantile(0.5)
+    }
+
+    /// p90 - p10, in ms.
+    fn spread(&self) -> f64 {
+        self.quantile(0.9) - self.quantile(0.1)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} sent, {} lost; RTT ms: p10 {:.2}, median {:.2}, p90 {:.2}, max {:.2}",
+            self.sent,
+            self.lost(),
+            self.quantile(0.1),
+            self.median(),
+            self.quantile(0.9),
+            self.quantile(1.0)
+        )
+    }
+}
+
+/// The word after `key` in `line` (`time=0.045 ms` -> `0.045`).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split_whitespace().next()
+}
+
+/// Whether an NFQUEUE rule is left in `node`'s namespace, with either
+/// iptables backend.
+fn nfqueue_rules(node: &NodeHandle) -> String {
+    ["iptables", "iptables-legacy"]
+        .iter()
+        .map(|iptables| {
+            let out = node.exec(iptables, &["-S", "OUTPUT"]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .filter(|rules| rules.contains("NFQUEUE"))
+        .collect()
+}
+
+/// [`Lab::jitter`] (tests/lab/jitter.rs), measured: pings over the
+/// management link from the master to the slave, first as the link is,
+/// then with 50 ms ± 100 ms and 5% loss on what the master sends there.
+///
+/// With 50 ± 100 ms each request waits U[-50, 150] ms clamped at 0: a
+/// quarter go at once, the rest spread over 0..150 ms, so the median RTT
+/// rises by about 50 ms and p90 - p10 by about 130 ms. The bounds leave
+/// room for chance, not for a slow machine (which only adds delay): with
+/// 400 pings the sample median falls below +30 ms (that is, at least half
+/// of the ~380 replies land below the 40th percentile) with probability
+/// about 3e-5 (with 200 pings it would be 0.3%: a flaky test), the spread
+/// cannot fall below 50 ms unless nine tenths of the replies land in the
+/// lower half, and no loss at all among 400 has probability 0.95^400 ~
+/// 1e-9. The loss bound (a quarter) is five times the expectation.
+#[test]
+fn jitter_delays_spreads_and_drops_what_a_server_sends() {
+    const PINGS: usize = 400;
+    let Some(lab) = Lab::start_or_skip(LabOptions::default()) else {
+        return;
+    };
+    let master = lab.master();
+    let to = lab.slave().management_address();
+    let before = Pings::run(master, to, PINGS);
+
+    let spec = JitterSpec::new(Duration::from_millis(50), Duration::from_millis(100), 5);
+    lab.jitter(Role::Master, MGMT_IF, spec);
+    assert!(!nfqueue_rules(master).is_empty(), "no NFQUEUE rule");
+    let during = Pings::run(master, to, PINGS);
+    let stats = lab
+        .clear_jitter(Role::Master, MGMT_IF)
+        .expect("a delayer was running");
+    let after = Pings::run(master, to, 20);
+
+    eprintln!("without jitter: {}", before.summary());
+    eprintln!("with {spec}: {}", during.summary());
+    eprintln!("delayer: {stats}");
+    eprintln!("after clear_jitter: {}", after.summary());
+
+    assert_eq!(before.lost(), 0, "{}", before.summary());
+    let rise = during.median() - before.median();
+    assert!(
+        rise >= 30.0,
+        "the median RTT rose by {rise:.1} ms only:\nbefore: {}\nduring: {}",
+        before.summary(),
+        during.summary()
+    );
+    let wider = during.spread() - before.spread();
+    assert!(
+        wider >= 50.0,
+        "p90 - p10 grew by {wider:.1} ms only:\nbefore: {}\nduring: {}",
+        before.summary(),
+        during.summary()
+    );
+    assert!(
+        during.lost() > 0 && during.lost() <= PINGS / 4,
+        "{} of {PINGS} lost with 5% loss:\n{}",
+        during.lost(),
+        during.summary()
+    );
+    // Every request went through the delayer; its drops are the losses
+    // (a reply can only be missing because its request was dropped).
+    assert!(stats.queued >= PINGS as u64, "{stats}");
+    assert_eq!(stats.dropped as usize, during.lost(), "{stats}");
+    // Cleared: the rule is gone and nothing is lost any more.
+    assert_eq!(nfqueue_rules(master), "", "rule left behind");
+    assert_eq!(after.lost(), 0, "{}", after.summary());
+}
+
+/// What `Lab::netem` hands to the delayer when the kernel has no netem.
+#[test]
+fn netem_specs_are_read_for_the_delayer() {
+    let ms = Duration::from_millis;
+    let spec = JitterSpec::from_netem("loss 5% delay 50ms 100ms").expect("a spec");
+    assert_eq!(spec, JitterSpec::new(ms(50), ms(100), 5));
+    assert_eq!((spec.min_delay(), spec.max_delay()), (ms(0), ms(150)));
+    assert!(!spec.is_loss_only());
+    let spec = JitterSpec::from_netem("delay 1.5ms").expect("a spec");
+    assert_eq!(spec, JitterSpec::new(Duration::from_micros(1500), ms(0), 0));
+    let spec = JitterSpec::from_netem("delay 1s 200us loss random 7").expect("a spec");
+    assert_eq!(
+        spec,
+        JitterSpec::new(Duration::from_secs(1), Duration::from_micros(200), 7)
+    );
+    assert!(JitterSpec::from_netem("loss 100%")
+        .expect("a spec")
+        .is_loss_only());
+    for refused in [
+        "delay 50ms 10ms 25%",
+        "loss 0.5%",
+        "loss 101%",
+        "reorder 25%",
+        "delay",
+        "delay 50 parsecs",
+        "delay 10ms distribution normal",
+    ] {
+        assert!(
+            JitterSpec::from_netem(refused).is_err(),
+            "{refused:?} accepted"
+        );
+    }
 }

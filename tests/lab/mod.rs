@@ -83,15 +83,19 @@
 //! # Faults
 //!
 //! * On the link between the servers: [`Lab::cut_server_link`] (no carrier
-//!   on either side), [`Lab::loss`] / [`Lab::netem`] on `eth1`.
+//!   on either side), [`Lab::loss`] / [`Lab::jitter`] / [`Lab::netem`] on
+//!   `eth1`.
 //! * On a server's LAN side: [`NodeHandle::link_down`]`("eth0")`,
-//!   [`Lab::loss`] / [`Lab::netem`] on `eth0`.
+//!   [`Lab::loss`] / [`Lab::jitter`] / [`Lab::netem`] on `eth0`.
 //! * On a server: [`NodeHandle::kill_sip_service`] (Kamailio dies),
 //!   [`NodeHandle::power_off`], [`NodeHandle::kill_loop`] (sip-ha crashes).
 //!
-//! This project's machines (CI included) run a kernel without netem: there
-//! [`Lab::netem`] does `loss P%` only (through nftables, like [`Lab::loss`])
-//! and delay or jitter tests must check [`Lab::netem_supported`] and skip.
+//! This project's machines (CI included) run a kernel without netem. There
+//! [`Lab::netem`] carries out `loss P%` with nftables (as [`Lab::loss`]
+//! does) and `delay D [J]` (with or without loss) with [`Lab::jitter`]: an
+//! NFQUEUE rule and a delayer thread in the test process, see the module
+//! `jitter`. Impairments apply to what a server *sends* on the interface;
+//! impair both ends for both directions.
 //!
 //! Never assert wall-clock bounds: wait with generous timeouts
 //! ([`Lab::wait_until`]) and measure ([`ClientLog::outages`]); the machine is
@@ -114,6 +118,7 @@
 
 mod client;
 mod config;
+mod jitter;
 mod node;
 pub mod sip;
 mod timeline;
@@ -122,6 +127,8 @@ mod timeline;
 #[allow(unused_imports)]
 pub use client::{Client, ClientLog, Outage, Probe, Switch};
 pub use config::LabOptions;
+#[allow(unused_imports)]
+pub use jitter::{JitterSpec, JitterStats};
 pub use node::NodeHandle;
 pub use sip::Reply;
 pub use sip_ha_core::Role;
@@ -171,6 +178,8 @@ pub struct Lab {
     dir: PathBuf,
     /// Removes the lab directory on drop (unless SIP_HA_LAB_KEEP is set).
     dir_guard: Option<tempfile::TempDir>,
+    /// The delayers of [`Lab::jitter`], stopped on drop.
+    jitters: jitter::Jitters,
 }
 
 impl Lab {
@@ -227,6 +236,7 @@ impl Lab {
             options,
             dir,
             dir_guard: Some(dir_guard),
+            jitters: jitter::Jitters::default(),
         };
         // From here on, Drop tears down whatever was built.
         lab.build_network();
@@ -517,10 +527,11 @@ impl Lab {
     /// earlier impairment there.
     ///
     /// Some kernels lack netem (`CONFIG_NET_SCH_NETEM`; this project's
-    /// machines among them): there a spec of only `loss P%` is carried out
-    /// by [`Lab::loss`] instead, and anything else panics, saying so. Tests
-    /// that need delay or jitter check [`Lab::netem_supported`] first and
-    /// skip, with a message, without it.
+    /// machines among them). There a spec of only `loss P%` is carried out
+    /// by [`Lab::loss`] (nftables), and one with `delay D [J]` by
+    /// [`Lab::jitter`] (see [`JitterSpec::from_netem`] for what it reads);
+    /// anything else (correlations, distributions, `reorder`, `rate`, ...)
+    /// panics, saying so.
     pub fn netem(&self, role: Role, iface: &str, spec: &str) {
         self.clear_netem(role, iface);
         if netem_supported() {
@@ -530,17 +541,19 @@ impl Lab {
             tc_in(ns, &args);
             return;
         }
-        match loss_only(spec) {
-            Some(percent) => self.loss(role, iface, percent),
-            None => panic!(
-                "this kernel has no netem (CONFIG_NET_SCH_NETEM), so {spec:?} cannot be \
-                 emulated; only \"loss P%\" can (with nftables, see Lab::loss). Check \
-                 Lab::netem_supported() and skip without it."
+        match JitterSpec::from_netem(spec) {
+            Ok(j) if j.is_loss_only() => self.loss(role, iface, j.loss_percent),
+            Ok(j) => self.jitter(role, iface, j),
+            Err(e) => panic!(
+                "this kernel has no netem (CONFIG_NET_SCH_NETEM), and {spec:?} cannot be \
+                 emulated without it: {e}. Without netem the lab does \"delay D [J]\" and \
+                 \"loss P%\" (Lab::jitter, Lab::loss)."
             ),
         }
     }
 
-    /// Whether this kernel has `tc netem` (see [`Lab::netem`]).
+    /// Whether this kernel has `tc netem` (see [`Lab::netem`]). Without
+    /// it, [`Lab::netem`] still does delay, jitter and loss.
     pub fn netem_supported(&self) -> bool {
         netem_supported()
     }
@@ -569,8 +582,10 @@ impl Lab {
         }
     }
 
-    /// Removes what [`Lab::netem`] and [`Lab::loss`] put on `iface`.
+    /// Removes what [`Lab::netem`], [`Lab::loss`] and [`Lab::jitter`] put
+    /// on `iface`.
     pub fn clear_netem(&self, role: Role, iface: &str) {
+        let _ = self.clear_jitter(role, iface);
         let ns = self.node(role).ns();
         let _ = Command::new("tc")
             .args(["-n", ns, "qdisc", "del", "dev", iface, "root"])
@@ -620,6 +635,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.client.stop_quietly();
+        // While the namespaces still exist: their rules go first.
+        self.clear_all_jitter();
         for node in &self.nodes {
             node.shutdown();
         }
@@ -759,14 +776,6 @@ fn netem_supported() -> bool {
         netns::delete(&ns);
         ok
     })
-}
-
-/// `Some(P)` if `spec` is just `loss P%`.
-fn loss_only(spec: &str) -> Option<u32> {
-    match spec.split_whitespace().collect::<Vec<_>>().as_slice() {
-        ["loss", p] => p.strip_suffix('%').unwrap_or(p).parse().ok(),
-        _ => None,
-    }
 }
 
 /// The nftables table [`Lab::loss`] uses for `iface`.
