@@ -364,3 +364,23 @@ fn cron_mode_master_failure_slave_takes_over() {
     assert!(moved, "{}", lab.diagnostics());
     assert!(lab.slave().history().contains("takeover"));
 }
+
+#[test]
+fn a_release_stops_the_gratuitous_arp_so_the_peer_can_take_over() {
+    // A long, dense announcement burst (60 x 50 ms) still running when the
+    // master's service dies: the master must stop announcing an address it
+    // gave up, or the slave's duplicate probe sees it and holds off.
+    let options = LabOptions::default()
+        .set("cluster.garp_count", "60")
+        .set("cluster.garp_interval", "\"50ms\"")
+        .start_loops();
+    let Some(lab) = Lab::start_or_skip(options) else {
+        return;
+    };
+    let held = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+    assert!(held, "{}", lab.diagnostics());
+    lab.master().kill_sip_service();
+    wait_for_holder(&lab, Role::Slave);
+    let history = lab.slave().history();
+    assert!(!history.contains("address-conflict"), "{history}");
+}

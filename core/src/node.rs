@@ -520,7 +520,8 @@ impl Node {
                 self.memory.stance = Stance::Active;
                 self.memory.active = Some(self.role);
                 self.memory.epoch = self.memory.epoch.max(self.memory.peer_epoch) + 1;
-                self.memory.conflict = false;
+                // `conflict` stays set until the address is really held, so
+                // a take refused again and again is reported once.
                 out.push(Action::TakeAddress);
                 let reason = format!("taking over: {reason}");
                 self.changed(EventKind::Takeover, reason, now, out);
@@ -538,6 +539,7 @@ impl Node {
             }
             _ => {
                 self.memory.stance = Stance::Ready;
+                self.memory.conflict = false;
                 if self.memory.active == Some(self.role) {
                     self.memory.active = None;
                 }

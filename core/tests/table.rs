@@ -412,3 +412,35 @@ fn a_master_that_starts_later_is_not_overtaken_by_the_slave() {
     p.rounds(5);
     assert_eq!(p.holder(), Some(Role::Master));
 }
+
+#[test]
+fn a_take_refused_again_and_again_is_reported_once() {
+    let mut p = normal();
+    p.power_off(Role::Master);
+    p.rounds(4);
+    assert_eq!(p.holder(), Some(Role::Slave));
+    // A stranger now answers for the address on the master's side: make
+    // every take of the master fail, as the driver would.
+    let (mut reported, mut attempts) = (0, 0);
+    p.slave.command = Some(Command::Disable);
+    p.power_on(Role::Master);
+    for _ in 0..10 {
+        let obs_log = p.round();
+        for (role, actions, obs, _) in &obs_log.steps {
+            if *role == Role::Master && actions.contains(&Action::TakeAddress) {
+                attempts += 1;
+                p.master.holds = false;
+                let extra = p.master.node.take_failed("a stranger answers", obs.now_ms);
+                reported += extra
+                    .iter()
+                    .filter(
+                        |a| matches!(a, Action::Notify(e) if e.kind == EventKind::AddressConflict),
+                    )
+                    .count();
+                p.master.published = p.master.node.report(false);
+            }
+        }
+    }
+    assert!(attempts > 2, "it keeps trying: {attempts}");
+    assert_eq!(reported, 1, "one alert for a lasting conflict");
+}

@@ -43,6 +43,8 @@ pub struct Driver {
     /// Hooks and announcements, which run beside the next rounds.
     tasks: JoinSet<()>,
     last_announce: Option<Instant>,
+    /// The running gratuitous ARP / NA burst, stopped on release.
+    announcing: Option<tokio::task::JoinHandle<()>>,
     /// Mail (digested, queued), SNMP traps.
     alerter: Alerter,
     /// Pushes of the sync paths to the peer (periodic ones run beside the
@@ -82,6 +84,7 @@ impl Driver {
             log,
             tasks: JoinSet::new(),
             last_announce: None,
+            announcing: None,
             pusher: Default::default(),
             last_status: None,
         }
@@ -244,6 +247,12 @@ impl Driver {
     }
 
     async fn release(&mut self) -> Result<()> {
+        // Stop announcing first: a gratuitous ARP sent after the address is
+        // gone would point the phones back here, and the peer's duplicate
+        // probe would see it as a conflict and refuse to take over.
+        if let Some(t) = self.announcing.take() {
+            t.abort();
+        }
         let me = self.cfg.node(self.role);
         let net = self.cfg.cluster.service_address;
         address::remove(&me.interface, net).await?;
@@ -303,11 +312,14 @@ impl Driver {
         let (count, gap) = (self.cfg.cluster.garp_count, self.cfg.cluster.garp_interval);
         let log = self.log.clone();
         self.last_announce = Some(Instant::now());
-        self.tasks.spawn(async move {
+        if let Some(t) = self.announcing.take() {
+            t.abort();
+        }
+        self.announcing = Some(tokio::spawn(async move {
             if let Err(e) = address::announce(&iface, addr, count, gap).await {
                 log.error(&format!("announcing {addr} on {iface} failed: {e:#}"));
             }
-        });
+        }));
     }
 
     /// While active, announce again every `garp_refresh` (if set).
@@ -365,6 +377,9 @@ impl Driver {
     /// Wait for hooks and announcements to finish (before a pass exits).
     pub async fn settle(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+        if let Some(t) = self.announcing.take() {
+            let _ = t.await;
+        }
         // A cron pass ends here: let its sync finish and record it.
         if let Some(p) = self.pusher.finish().await {
             let events = self.record_push(&p);
