@@ -225,4 +225,13 @@ fn the_active_loop_pushes_its_sync_paths_to_the_standby() {
     assert!(followed, "change not pushed:\n{}", lab.diagnostics());
     let status = lab.master().status_json();
     assert_eq!(status["last_sync"]["ok"], true, "{status:#}");
+    // The source disappears (an unmounted disk): the push is refused, the
+    // standby's copy is kept, and the operator is told.
+    std::fs::rename(&data, lab.dir().join("data.away")).unwrap();
+    let refused = lab.wait_until(PATIENCE, || lab.master().history().contains("sync-refused"));
+    assert!(refused, "{}", lab.master().history());
+    assert!(
+        mirror.join("extensions.conf").exists(),
+        "the standby's copy is kept"
+    );
 }
