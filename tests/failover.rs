@@ -363,6 +363,26 @@ fn cron_mode_master_failure_slave_takes_over() {
     });
     assert!(moved, "{}", lab.diagnostics());
     assert!(lab.slave().history().contains("takeover"));
+
+    // The master is repaired; its passes see it healthy again.
+    lab.master().start_sip_service();
+    let up = lab.wait_until(PATIENCE, || {
+        lab.master().run_pass();
+        std::thread::sleep(Duration::from_millis(300));
+        lab.master().status_json()["health"] == "up"
+    });
+    assert!(up, "{}", lab.diagnostics());
+    // `-f` on the slave in cron mode: the master takes over at once (the
+    // slave wakes it and, with no loop there, its serve starts a pass),
+    // not at its next cron minute: no pass is run by hand here.
+    let out = lab.slave().sip_ha(&["-f"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+    assert!(back, "{}", lab.diagnostics());
 }
 
 #[test]

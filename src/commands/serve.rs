@@ -62,9 +62,27 @@ impl LocalNode for NodeStatus {
         })
     }
 
+    /// Wake the loop; with no loop (cron mode), start a pass now, so a
+    /// handover from the peer does not wait for the next minute's cron.
     fn wake(&self) -> Result<bool> {
-        let (cfg, _) = self.loaded()?;
-        crate::driver::requests::wake_loop(&cfg.cluster.state_dir)
+        let (cfg, role) = self.loaded()?;
+        if crate::driver::requests::wake_loop(&cfg.cluster.state_dir)? {
+            return Ok(true);
+        }
+        use std::os::unix::process::CommandExt;
+        // A process of its own (own group, no stdio of ours): it outlives
+        // this SSH session, and its output cannot corrupt the protocol.
+        std::process::Command::new(running_program()?)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["--node", role.as_str(), "run"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("cannot start a pass to take over")?;
+        Ok(true)
     }
 
     fn install_path(&self, target: InstallTarget) -> Result<PathBuf> {

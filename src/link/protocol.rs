@@ -184,8 +184,9 @@ pub enum Response {
     /// The request could not be answered (not understood, or the answer
     /// could not be produced). The text is for the operator.
     Error(String),
-    /// The answer to [`Request::Wake`]: whether a resident loop was woken
-    /// (false: no loop runs there; its next cron pass will act).
+    /// The answer to [`Request::Wake`]: whether the peer acts now (its loop
+    /// was woken, or, in cron mode, a pass was started); false: it acts at
+    /// its next cron pass.
     Woken(bool),
     /// The answer to [`Request::InstallCommit`]: the file is in place at
     /// `path` (on the peer); the one it replaced, if any, is kept at
