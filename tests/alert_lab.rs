@@ -18,24 +18,6 @@ use std::time::{Duration, Instant};
 /// Generous: the machine is shared with other builds.
 const PATIENCE: Duration = Duration::from_secs(45);
 
-fn holder(lab: &Lab) -> Option<Role> {
-    match (
-        lab.master().holds_service_address(),
-        lab.slave().holds_service_address(),
-    ) {
-        (true, false) => Some(Role::Master),
-        (false, true) => Some(Role::Slave),
-        _ => None,
-    }
-}
-
-fn state_of(lab: &Lab, role: Role) -> String {
-    lab.node(role).status_json()["state"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string()
-}
-
 #[test]
 fn a_failover_reaches_the_operator_by_mail_and_by_trap() {
     let options = LabOptions::default()
@@ -55,9 +37,9 @@ fn a_failover_reaches_the_operator_by_mail_and_by_trap() {
     let traps = TrapReceiver::start_in(&dir, lab.client_ns(), client, 1162);
     lab.start_loops();
     let settled = lab.wait_until(PATIENCE, || {
-        holder(&lab) == Some(Role::Master)
-            && state_of(&lab, Role::Master) == "normal"
-            && state_of(&lab, Role::Slave) == "normal"
+        lab.holder() == Some(Role::Master)
+            && lab.state_of(Role::Master) == "normal"
+            && lab.state_of(Role::Slave) == "normal"
     });
     assert!(settled, "never normal:\n{}", lab.diagnostics());
 
@@ -65,7 +47,7 @@ fn a_failover_reaches_the_operator_by_mail_and_by_trap() {
     lab.master().kill_sip_service();
     let killed = Instant::now();
     assert!(
-        lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Slave)),
+        lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Slave)),
         "the slave never took over:\n{}",
         lab.diagnostics()
     );

@@ -39,17 +39,6 @@ fn default_timings() -> LabOptions {
     LabOptions::default().interval("1s")
 }
 
-fn holder(lab: &Lab) -> Option<Role> {
-    match (
-        lab.master().holds_service_address(),
-        lab.slave().holds_service_address(),
-    ) {
-        (true, false) => Some(Role::Master),
-        (false, true) => Some(Role::Slave),
-        _ => None,
-    }
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
@@ -61,7 +50,7 @@ fn one_trial(lab: &Lab) -> Duration {
     std::thread::sleep(Duration::from_millis(1500));
     lab.master().kill_sip_service();
     let moved = lab.wait_until(PATIENCE, || {
-        holder(lab) == Some(Role::Slave)
+        lab.holder() == Some(Role::Slave)
             && lab.client().snapshot().last_answered_by() == Some(Role::Slave)
     });
     assert!(moved, "no takeover:\n{}", lab.diagnostics());
@@ -89,7 +78,7 @@ fn sip_ha_trials(n: usize) -> Vec<f64> {
     let mut outages = Vec::new();
     for i in 0..n {
         let normal = lab.wait_until(PATIENCE, || {
-            holder(&lab) == Some(Role::Master)
+            lab.holder() == Some(Role::Master)
                 && lab.slave().status_json()["state"] == "normal"
                 && lab.master().status_json()["state"] == "normal"
         });
@@ -201,7 +190,7 @@ fn keepalived_trials(n: usize) -> Vec<f64> {
     for i in 0..n {
         // keepalived preempts: the master takes back on its own once its
         // check rises again. Let it settle before each trial.
-        let normal = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+        let normal = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
         assert!(
             normal,
             "trial {i}: keepalived master never held the VIP:\n{}",
@@ -246,7 +235,7 @@ fn no_false_failover_under_loss() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
     let lab = Lab::start(default_timings().start_loops());
-    let normal = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+    let normal = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
     assert!(normal, "{}", lab.diagnostics());
     let spec = lab::JitterSpec::new(Duration::from_millis(50), Duration::from_millis(100), 5);
     for role in [Role::Master, Role::Slave] {
@@ -257,7 +246,7 @@ fn no_false_failover_under_loss() {
     let start = Instant::now();
     let mut moved = false;
     while start.elapsed() < Duration::from_secs(secs) {
-        if holder(&lab) != Some(Role::Master) {
+        if lab.holder() != Some(Role::Master) {
             moved = true;
             break;
         }
@@ -302,7 +291,7 @@ fn cron_pass_time_when_nothing_changes() {
         for n in lab.nodes() {
             n.run_pass();
         }
-        holder(&lab) == Some(Role::Master) && lab.slave().status_json()["state"] == "normal"
+        lab.holder() == Some(Role::Master) && lab.slave().status_json()["state"] == "normal"
     });
     assert!(settled, "{}", lab.diagnostics());
     for role in [Role::Master, Role::Slave] {
@@ -321,5 +310,5 @@ fn cron_pass_time_when_nothing_changes() {
             percentile(&times, 1.0)
         );
     }
-    assert_eq!(holder(&lab), Some(Role::Master), "nothing moved");
+    assert_eq!(lab.holder(), Some(Role::Master), "nothing moved");
 }

@@ -18,32 +18,14 @@ use std::time::Duration;
 /// Generous: the machine is shared with other builds.
 const PATIENCE: Duration = Duration::from_secs(45);
 
-fn holder(lab: &Lab) -> Option<Role> {
-    match (
-        lab.master().holds_service_address(),
-        lab.slave().holds_service_address(),
-    ) {
-        (true, false) => Some(Role::Master),
-        (false, true) => Some(Role::Slave),
-        _ => None,
-    }
-}
-
-fn state_of(lab: &Lab, role: Role) -> String {
-    lab.node(role).status_json()["state"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string()
-}
-
 /// A lab with both loops running, settled in the normal state: the master
 /// holds the address and both servers say "normal".
 fn normal_lab(options: LabOptions) -> Option<Lab> {
     let lab = Lab::start_or_skip(options.start_loops())?;
     let settled = lab.wait_until(PATIENCE, || {
-        holder(&lab) == Some(Role::Master)
-            && state_of(&lab, Role::Master) == "normal"
-            && state_of(&lab, Role::Slave) == "normal"
+        lab.holder() == Some(Role::Master)
+            && lab.state_of(Role::Master) == "normal"
+            && lab.state_of(Role::Slave) == "normal"
     });
     assert!(
         settled,
@@ -55,7 +37,7 @@ fn normal_lab(options: LabOptions) -> Option<Lab> {
 
 /// Wait until `role` holds the address.
 fn wait_for_holder(lab: &Lab, role: Role) {
-    let moved = lab.wait_until(PATIENCE, || holder(lab) == Some(role));
+    let moved = lab.wait_until(PATIENCE, || lab.holder() == Some(role));
     assert!(moved, "the {role} never took over:\n{}", lab.diagnostics());
 }
 
@@ -128,8 +110,8 @@ fn sip_service_killed_on_the_master_the_slave_takes_over() {
         "{}",
         lab.master().history()
     );
-    assert_eq!(state_of(&lab, Role::Slave), "failed-over");
-    assert_eq!(state_of(&lab, Role::Master), "service-down");
+    assert_eq!(lab.state_of(Role::Slave), "failed-over");
+    assert_eq!(lab.state_of(Role::Master), "service-down");
 }
 
 #[test]
@@ -195,7 +177,7 @@ fn recovered_master_stays_standby_and_f_on_the_slave_fails_back() {
     let healthy = lab.wait_until(PATIENCE, || lab.master().status_json()["health"] == "up");
     assert!(healthy, "{}", lab.diagnostics());
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(holder(&lab), Some(Role::Slave), "failback is manual");
+    assert_eq!(lab.holder(), Some(Role::Slave), "failback is manual");
     let slave_screen = String::from_utf8_lossy(&lab.slave().sip_ha(&["-v"]).stdout).to_string();
     assert!(
         slave_screen.contains("ACTIVE SERVICES ON THIS SERVER - this server is SLAVE"),
@@ -232,7 +214,7 @@ fn recovered_master_stays_standby_and_f_on_the_slave_fails_back() {
     report("manual failback", &log);
     assert!(!log.answered_by_both_at_once());
     let normal = lab.wait_until(PATIENCE, || {
-        state_of(&lab, Role::Master) == "normal" && state_of(&lab, Role::Slave) == "normal"
+        lab.state_of(Role::Master) == "normal" && lab.state_of(Role::Slave) == "normal"
     });
     assert!(normal, "{}", lab.diagnostics());
 }
@@ -245,7 +227,7 @@ fn link_between_the_servers_cut_only_one_holds_the_address() {
     lab.cut_server_link();
     // Long enough for the slave to declare the master dead many times over.
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(holder(&lab), Some(Role::Master), "{}", lab.diagnostics());
+    assert_eq!(lab.holder(), Some(Role::Master), "{}", lab.diagnostics());
     let history = lab.slave().history();
     assert!(history.contains("peer-lost"), "{history}");
     assert!(
@@ -254,7 +236,7 @@ fn link_between_the_servers_cut_only_one_holds_the_address() {
     );
     lab.restore_server_link();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(holder(&lab), Some(Role::Master));
+    assert_eq!(lab.holder(), Some(Role::Master));
 }
 
 #[test]
@@ -285,12 +267,12 @@ fn both_made_to_hold_the_address_is_resolved_and_reported() {
     lab.slave()
         .ip(&["addr", "add", &lab.service_cidr(), "dev", LAN_IF]);
     let one = lab.wait_until(PATIENCE, || {
-        holder(&lab).is_some() && lab.slave().history().contains("split-brain")
+        lab.holder().is_some() && lab.slave().history().contains("split-brain")
     });
     assert!(one, "{}", lab.diagnostics());
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        holder(&lab),
+        lab.holder(),
         Some(Role::Master),
         "the master's epoch is higher: it keeps the address"
     );
@@ -313,7 +295,7 @@ fn disable_hands_over_and_the_node_stays_out_until_enabled() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for_holder(&lab, Role::Slave);
-    assert_eq!(state_of(&lab, Role::Master), "disabled");
+    assert_eq!(lab.state_of(Role::Master), "disabled");
     // Even with the slave's service down, a disabled master stays out.
     lab.slave().kill_sip_service();
     std::thread::sleep(Duration::from_secs(4));
@@ -329,7 +311,7 @@ fn disable_hands_over_and_the_node_stays_out_until_enabled() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let back = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+    let back = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
     assert!(back, "{}", lab.diagnostics());
 }
 
@@ -352,14 +334,14 @@ fn cron_mode_master_failure_slave_takes_over() {
     };
     let settled = lab.wait_until(PATIENCE, || {
         pass(&lab);
-        holder(&lab) == Some(Role::Master)
+        lab.holder() == Some(Role::Master)
     });
     assert!(settled, "{}", lab.diagnostics());
     lab.master().kill_sip_service();
     let moved = lab.wait_until(PATIENCE, || {
         pass(&lab);
         std::thread::sleep(Duration::from_millis(700));
-        holder(&lab) == Some(Role::Slave)
+        lab.holder() == Some(Role::Slave)
     });
     assert!(moved, "{}", lab.diagnostics());
     assert!(lab.slave().history().contains("takeover"));
@@ -381,7 +363,7 @@ fn cron_mode_master_failure_slave_takes_over() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let back = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+    let back = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
     assert!(back, "{}", lab.diagnostics());
 }
 
@@ -397,7 +379,7 @@ fn a_release_stops_the_gratuitous_arp_so_the_peer_can_take_over() {
     let Some(lab) = Lab::start_or_skip(options) else {
         return;
     };
-    let held = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+    let held = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
     assert!(held, "{}", lab.diagnostics());
     lab.master().kill_sip_service();
     wait_for_holder(&lab, Role::Slave);

@@ -12,20 +12,9 @@ use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(45);
 
-fn holder(lab: &Lab) -> Option<Role> {
-    match (
-        lab.master().holds_service_address(),
-        lab.slave().holds_service_address(),
-    ) {
-        (true, false) => Some(Role::Master),
-        (false, true) => Some(Role::Slave),
-        _ => None,
-    }
-}
-
 fn settled(lab: &Lab) {
     let ok = lab.wait_until(PATIENCE, || {
-        holder(lab) == Some(Role::Master) && lab.slave().status_json()["state"] == "normal"
+        lab.holder() == Some(Role::Master) && lab.slave().status_json()["state"] == "normal"
     });
     assert!(ok, "never settled:\n{}", lab.diagnostics());
 }
@@ -60,7 +49,7 @@ fn hooks_run_with_their_environment_and_a_failing_one_does_not_block() {
     };
     settled(&lab);
     lab.master().kill_sip_service();
-    let moved = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Slave));
+    let moved = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Slave));
     assert!(
         moved,
         "the failing hook blocked the move:\n{}",
@@ -108,13 +97,13 @@ fn sigterm_stops_the_loop_and_leaves_the_address() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        holder(&lab),
+        lab.holder(),
         Some(Role::Master),
         "and the slave does not take it"
     );
     lab.master().start_loop();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(holder(&lab), Some(Role::Master), "nor after the restart");
+    assert_eq!(lab.holder(), Some(Role::Master), "nor after the restart");
 }
 
 #[test]
@@ -143,7 +132,7 @@ fn sighup_reloads_and_keeps_the_old_config_when_the_new_one_is_invalid() {
         lab.master().loop_log().contains("SIGHUP: reloaded")
     });
     assert!(reloaded, "{}", lab.master().loop_log());
-    assert_eq!(holder(&lab), Some(Role::Master));
+    assert_eq!(lab.holder(), Some(Role::Master));
 }
 
 #[test]
@@ -157,10 +146,10 @@ fn auto_failback_hands_back_after_the_hold_down() {
     };
     settled(&lab);
     lab.master().kill_sip_service();
-    let moved = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Slave));
+    let moved = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Slave));
     assert!(moved, "{}", lab.diagnostics());
     lab.master().start_sip_service();
-    let back = lab.wait_until(PATIENCE, || holder(&lab) == Some(Role::Master));
+    let back = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
     assert!(back, "{}", lab.diagnostics());
     assert!(
         lab.slave().history().contains("auto-failback"),

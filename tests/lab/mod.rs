@@ -463,6 +463,27 @@ impl Lab {
         &self.timeline
     }
 
+    /// Which server holds the service address: `None` when neither does, or
+    /// (split brain) both.
+    pub fn holder(&self) -> Option<Role> {
+        match (
+            self.master().holds_service_address(),
+            self.slave().holds_service_address(),
+        ) {
+            (true, false) => Some(Role::Master),
+            (false, true) => Some(Role::Slave),
+            _ => None,
+        }
+    }
+
+    /// What `sip-ha -v --json` on `role` says the state is ("normal", ...).
+    pub fn state_of(&self, role: Role) -> String {
+        self.node(role).status_json()["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+
     /// Starts `sip-ha run --loop` on both servers.
     pub fn start_loops(&self) {
         for node in &self.nodes {
