@@ -288,12 +288,7 @@ fn disable_hands_over_and_the_node_stays_out_until_enabled() {
     let Some(lab) = normal_lab(LabOptions::default()) else {
         return;
     };
-    let out = lab.master().sip_ha(&["-d"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.master().sip_ha_ok(&["-d"]);
     wait_for_holder(&lab, Role::Slave);
     assert_eq!(lab.state_of(Role::Master), "disabled");
     // Even with the slave's service down, a disabled master stays out.
@@ -305,12 +300,7 @@ fn disable_hands_over_and_the_node_stays_out_until_enabled() {
         lab.diagnostics()
     );
     // Enabled again, it takes over from the failed slave.
-    let out = lab.master().sip_ha(&["--enable"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.master().sip_ha_ok(&["--enable"]);
     let back = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
     assert!(back, "{}", lab.diagnostics());
 }
@@ -357,12 +347,7 @@ fn cron_mode_master_failure_slave_takes_over() {
     // `-f` on the slave in cron mode: the master takes over at once (the
     // slave wakes it and, with no loop there, its serve starts a pass),
     // not at its next cron minute: no pass is run by hand here.
-    let out = lab.slave().sip_ha(&["-f"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.slave().sip_ha_ok(&["-f"]);
     let back = lab.wait_until(PATIENCE, || lab.holder() == Some(Role::Master));
     assert!(back, "{}", lab.diagnostics());
 }

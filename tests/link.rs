@@ -527,12 +527,8 @@ async fn control_dir_at_the_length_limit_works() {
     assert_eq!(got, reply());
 }
 
-#[tokio::test]
-async fn silent_port_is_a_connect_timeout() {
-    // The kernel accepts the TCP connection into the backlog; nothing ever
-    // sends an SSH banner.
-    let silent = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
-    let port = silent.local_addr().unwrap().port();
+/// The error of a status probe to `port` on loopback, where no sshd is.
+async fn probe_error(port: u16, connect_timeout: Duration) -> String {
     let keys = tempfile::tempdir().unwrap();
     let identity = keys.path().join("id");
     common::sshd::keygen(&identity, "test");
@@ -541,14 +537,23 @@ async fn silent_port_is_a_connect_timeout() {
         port,
         identity,
         known_hosts: keys.path().join("known_hosts"),
-        connect_timeout: Duration::from_secs(2),
+        connect_timeout,
         remote_command: SIP_HA.into(),
     };
     let control = control_dir();
     let err = probe_status(&ssh, LOCALHOST, control.path(), PROBE_TIMEOUT)
         .await
         .unwrap_err();
-    let msg = format!("{err:#}");
+    format!("{err:#}")
+}
+
+#[tokio::test]
+async fn silent_port_is_a_connect_timeout() {
+    // The kernel accepts the TCP connection into the backlog; nothing ever
+    // sends an SSH banner.
+    let silent = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let msg = probe_error(port, Duration::from_secs(2)).await;
     assert!(
         msg.starts_with(&format!(
             "no answer from 127.0.0.1 port {port} within 2s: is the peer up, and the port open?"
@@ -564,22 +569,7 @@ async fn closed_port_is_connection_refused() {
         let l = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
         l.local_addr().unwrap().port()
     };
-    let keys = tempfile::tempdir().unwrap();
-    let identity = keys.path().join("id");
-    common::sshd::keygen(&identity, "test");
-    let ssh = sip_ha::config::Ssh {
-        user: "root".into(),
-        port,
-        identity,
-        known_hosts: keys.path().join("known_hosts"),
-        connect_timeout: Duration::from_secs(5),
-        remote_command: SIP_HA.into(),
-    };
-    let control = control_dir();
-    let err = probe_status(&ssh, LOCALHOST, control.path(), PROBE_TIMEOUT)
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = probe_error(port, Duration::from_secs(5)).await;
     assert!(
         msg.starts_with(&format!(
             "127.0.0.1 refused the connection on port {port}: is sshd running on the peer"
