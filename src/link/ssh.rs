@@ -130,7 +130,8 @@ ConnectionAttempts 1
 
 /// An open link to `sip-ha serve` on the peer.
 ///
-/// One request at a time; [`close`](PeerLink::close) it when done (dropping
+/// Requests may be pipelined ([`send`](PeerLink::send), then
+/// [`recv`](PeerLink::recv)); [`close`](PeerLink::close) it when done (dropping
 /// it also stops the SSH master, without waiting for the remote side).
 pub struct PeerLink {
     host: IpAddr,
@@ -406,20 +407,44 @@ impl PeerLink {
     /// again. There is no timeout here; wrap the call in one where needed
     /// ([`probe_status`] does).
     pub async fn request(&mut self, request: &Request) -> anyhow::Result<Response> {
-        let payload = frame::encode(request)?;
-        self.request_raw(&payload).await
+        self.send(request).await?;
+        self.recv().await
     }
 
     /// [`request`](Self::request) with an already encoded request: for
     /// tests and tools that must send what [`Request`]'s types would not
     /// let them build (a path with `..`, to check that the peer refuses it).
     pub async fn request_raw(&mut self, payload: &[u8]) -> anyhow::Result<Response> {
+        self.send_raw(payload).await?;
+        self.recv().await
+    }
+
+    /// Queues one request without waiting for its answer (pipelining: see
+    /// [`crate::sync::channel`]). It may stay in the write buffer until
+    /// [`recv`](Self::recv) flushes it. Answers come back in order.
+    pub async fn send(&mut self, request: &Request) -> anyhow::Result<()> {
+        let payload = frame::encode(request)?;
+        self.send_raw(&payload).await
+    }
+
+    async fn send_raw(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        match frame::write_frame(&mut self.writer, payload).await {
+            Ok(()) => {
+                self.wire += (frame::HEADER_LEN + payload.len()) as u64;
+                Ok(())
+            }
+            Err(e) => Err(self
+                .broken(anyhow!("link to sip-ha on {} broken: {e}", self.host))
+                .await),
+        }
+    }
+
+    /// Flushes queued requests and reads the answer to the oldest one.
+    pub async fn recv(&mut self) -> anyhow::Result<Response> {
         let result = async {
-            frame::write_frame(&mut self.writer, payload).await?;
             tokio::io::AsyncWriteExt::flush(&mut self.writer)
                 .await
                 .map_err(frame::FrameError::Write)?;
-            self.wire += (frame::HEADER_LEN + payload.len()) as u64;
             match frame::read_frame(&mut self.reader).await? {
                 None => Ok(None),
                 Some(answer) => {
@@ -437,8 +462,13 @@ impl PeerLink {
             ),
             Err(e) => anyhow!("link to sip-ha on {} broken: {e}", self.host),
         };
+        Err(self.broken(error).await)
+    }
+
+    /// Adds what the peer said on stderr (its reason, often) to `error`.
+    async fn broken(&mut self, error: anyhow::Error) -> anyhow::Error {
         let said = self.stderr.settle(Duration::from_secs(1)).await;
-        Err(with_remote_stderr(error, &said))
+        with_remote_stderr(error, &said)
     }
 
     /// Ends the session: closes the link (the peer's `serve` sees a clean

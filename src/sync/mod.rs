@@ -64,6 +64,7 @@
 //! owner (by name when the name exists there, else by id). Directory and
 //! symlink mtimes, ctimes and inodes are never compared.
 
+pub mod channel;
 pub mod chunk;
 pub mod diff;
 pub mod manifest;

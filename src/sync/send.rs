@@ -1,5 +1,6 @@
 //! The active server's end of a sync: [`push`] every `[[sync.path]]` to the
-//! standby over an open [`PeerLink`].
+//! standby over an open [`PeerLink`](crate::link::PeerLink), or to a local
+//! mirror: any [`Channel`].
 //!
 //! For each path, in order:
 //!
@@ -34,6 +35,7 @@
 //! A broken link ends the push with an error: the standby drops the file in
 //! progress, and the next run starts over from the hashes.
 
+use super::channel::Channel;
 use super::chunk::{self, Piece, Signature};
 use super::diff::{delete_guard, diff, TreeWalk, What};
 use super::manifest::{Entry, Kind, LoadStatus, Manifest, RelPath};
@@ -43,7 +45,6 @@ use super::{check_source, scan, tree};
 use crate::config::{Config, SyncPath};
 use crate::link::frame;
 use crate::link::protocol::{KeepOld, Request, Response};
-use crate::link::PeerLink;
 use crate::log::Logger;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
@@ -148,8 +149,8 @@ impl fmt::Display for SyncSummary {
 }
 
 /// Push every configured path to the peer (see the [module docs](self)).
-pub async fn push(
-    link: &mut PeerLink,
+pub async fn push<C: Channel>(
+    link: &mut C,
     cfg: &Config,
     state_dir: &Path,
     log: &Logger,
@@ -172,8 +173,8 @@ impl From<anyhow::Error> for Stop {
 }
 
 /// [`push`], with options.
-pub async fn push_with(
-    link: &mut PeerLink,
+pub async fn push_with<C: Channel>(
+    link: &mut C,
     cfg: &Config,
     state_dir: &Path,
     log: &Logger,
@@ -212,8 +213,8 @@ pub async fn push_with(
 }
 
 /// One path's push.
-struct PathRun<'a> {
-    link: &'a mut PeerLink,
+struct PathRun<'a, C: Channel> {
+    link: &'a mut C,
     cfg: &'a Config,
     sp: &'a SyncPath,
     state_dir: &'a Path,
@@ -224,7 +225,7 @@ struct PathRun<'a> {
     failed: bool,
 }
 
-impl PathRun<'_> {
+impl<C: Channel> PathRun<'_, C> {
     /// Send `request`; the peer's answer, or `Stop::Path` with its refusal,
     /// or `Stop::Link` when the link broke.
     async fn ask(&mut self, request: &Request) -> Result<Response, Stop> {
