@@ -823,3 +823,98 @@ fn a_256_mib_file_is_chunked_in_a_few_mib() {
     // the file's 256 MiB.
     assert!(field("hwm_kb") < 32 * 1024, "{line}");
 }
+
+/// A batch: every good file lands at once, with its metadata; a file whose
+/// bytes do not match the sender's hash is refused alone; nothing is left
+/// under a temp name; the old version of a replaced file is gone only once
+/// the new one is in place.
+#[test]
+fn a_batch_puts_good_files_in_place_and_refuses_a_bad_one_alone() {
+    use sip_ha::sync::receive::commit_batch;
+    let (_dir, mut rx) = receiver();
+    put(&mut rx, "sounds/old.wav", b"old version");
+    let mut staged = Vec::new();
+    let mut expect = Vec::new();
+    for i in 0..20 {
+        let rel = format!("vm/{}/msg{i:04}.txt", i % 3);
+        let body = format!("message {i}").repeat(i + 1).into_bytes();
+        let mut f = rx
+            .begin_file(rel.as_bytes(), meta(body.len() as u64))
+            .unwrap();
+        f.write(&body).unwrap();
+        staged.push(f.stage(&hash(&body)).unwrap());
+        expect.push((rel, body));
+    }
+    let mut f = rx.begin_file(b"sounds/old.wav", meta(3)).unwrap();
+    f.write(b"new").unwrap();
+    staged.push(f.stage(&hash(b"new")).unwrap());
+    // Staged but not committed: the targets are untouched.
+    assert_eq!(
+        fs::read(rx.root().join("sounds/old.wav")).unwrap(),
+        b"old version"
+    );
+    assert!(!rx.root().join("vm/0/msg0000.txt").exists());
+    let mut bad = rx.begin_file(b"vm/bad.txt", meta(5)).unwrap();
+    bad.write(b"wrong").unwrap();
+    let refused = bad.stage(&hash(b"right")).unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("hash"),
+        "the refusal should say why: {refused:#}"
+    );
+
+    let results = commit_batch(staged);
+    assert_eq!(results.len(), 21);
+    for r in &results {
+        let placed = r.as_ref().expect("each good file is placed");
+        assert!(placed.stat.is_some(), "its stat is known for the manifest");
+    }
+    for (rel, body) in &expect {
+        let path = rx.root().join(rel);
+        assert_eq!(&fs::read(&path).unwrap(), body, "{rel}");
+        let md = fs::metadata(&path).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o644, "{rel}");
+        assert_eq!(md.mtime_nsec(), 123_456_789, "{rel}");
+    }
+    assert_eq!(fs::read(rx.root().join("sounds/old.wav")).unwrap(), b"new");
+    assert!(!rx.root().join("vm/bad.txt").exists());
+    assert_eq!(temps(rx.root()), Vec::<PathBuf>::new());
+}
+
+/// Staged files dropped without a commit (the session ended) leave no trace.
+#[test]
+fn staged_files_dropped_leave_nothing() {
+    let (_dir, mut rx) = receiver();
+    put(&mut rx, "a.txt", b"kept");
+    let mut f = rx.begin_file(b"a.txt", meta(3)).unwrap();
+    f.write(b"new").unwrap();
+    let staged = f.stage(&hash(b"new")).unwrap();
+    drop(staged);
+    assert_eq!(fs::read(rx.root().join("a.txt")).unwrap(), b"kept");
+    assert_eq!(temps(rx.root()), Vec::<PathBuf>::new());
+}
+
+/// A metadata-only change is made in place: same inode, same content, new
+/// mode and mtime (a `chmod -R` on the active server must not rewrite the
+/// standby's files).
+#[test]
+fn metadata_is_updated_in_place() {
+    let (_dir, mut rx) = receiver();
+    put(&mut rx, "etc/sip.conf", b"[general]\n");
+    let path = rx.root().join("etc/sip.conf");
+    let before = fs::metadata(&path).unwrap();
+    let mut m = meta(10);
+    m.mode = 0o600;
+    m.mtime_ns = 1_600_000_000_000_000_007;
+    let st = rx.file_meta(b"etc/sip.conf", m).unwrap();
+    let after = fs::metadata(&path).unwrap();
+    assert_eq!(after.ino(), before.ino(), "not rewritten");
+    assert_eq!(st.st_ino, after.ino());
+    assert_eq!(after.mode() & 0o7777, 0o600);
+    assert_eq!(after.mtime(), 1_600_000_000);
+    assert_eq!(after.mtime_nsec(), 7);
+    assert_eq!(fs::read(&path).unwrap(), b"[general]\n");
+    // Not a regular file there: refused, nothing changed.
+    std::os::unix::fs::symlink("sip.conf", rx.root().join("etc/link")).unwrap();
+    let e = rx.file_meta(b"etc/link", meta(0)).unwrap_err();
+    assert!(format!("{e:#}").contains("etc/link"), "{e:#}");
+}

@@ -14,9 +14,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The version of the messages below. Bump it on any change to an existing
-/// message; adding a variant at the end of [`Request`] or [`Response`] does
-/// not need a bump (an older peer answers it with [`Response::Error`]).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// message, and when a new variant is one a sync cannot do without (2:
+/// [`Request::Files`]), so that an old peer is named in the handshake with
+/// its fix (`sip-ha -c`) instead of failing mid-sync. A variant the sender
+/// can do without may be added at the end without a bump (an older peer
+/// answers it with [`Response::Error`]).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first bytes `sip-ha serve` writes, before any frame. Frozen: every
 /// version of sip-ha starts this way, so that stray shell output and version
@@ -147,6 +150,26 @@ pub enum Request {
     /// The path is done: the receiver rescans its copy, saves its manifest,
     /// and answers [`Response::SyncDone`].
     SyncDone,
+    /// Several small files, each whole, put in place together (one flush
+    /// to disk for the batch instead of one per file). The receiver writes
+    /// them under temp names, then puts them in place in the background
+    /// while the next batch comes, so its answer, [`Response::Files`], is
+    /// the outcome of the *previous* batch (empty for the first). After the
+    /// last batch the sender sends [`Request::FilesFlush`] for its outcome.
+    Files(Vec<WholeFile>),
+    /// Wait for the last [`Request::Files`] batch to be in place: its
+    /// outcome, [`Response::Files`] (empty if there is none pending).
+    FilesFlush,
+}
+
+/// One file of a [`Request::Files`] batch: as [`Request::FileWhole`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WholeFile {
+    pub rel: RelPath,
+    pub meta: FileMeta,
+    pub data: Vec<u8>,
+    pub hash: [u8; 32],
+    pub keep_old: Option<KeepOld>,
 }
 
 /// Keep the receiver's version of a path as
@@ -221,6 +244,10 @@ pub enum Response {
         root: [u8; 32],
         warnings: Vec<String>,
     },
+    /// The answer to [`Request::Files`] and [`Request::FilesFlush`]: for
+    /// each file of the batch before (see there), in order, `None` when it
+    /// is in place, else why not.
+    Files(Vec<Option<String>>),
 }
 
 /// The peer's answer to [`Request::Status`].

@@ -80,6 +80,7 @@ pub use diff::{
 };
 pub use manifest::{BadPath, Entry, Kind, LoadStatus, Loaded, Manifest, Owner, RelPath, Time};
 pub use scan::{
-    build_excludes, check_source, scan, ScanReport, SkipReason, Skipped, HASH_RETRIES, RACY_WINDOW,
+    build_excludes, check_source, scan, scan_trusting, ScanReport, SkipReason, Skipped,
+    HASH_RETRIES, RACY_WINDOW,
 };
 pub use tree::{tree, Child, NodeKind, Tree};

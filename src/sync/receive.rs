@@ -468,6 +468,7 @@ impl Receiver {
             trash: self.trash.clone(),
             warnings: self.warnings.clone(),
             done: false,
+            ino: None,
         })
     }
 
@@ -753,6 +754,33 @@ impl Receiver {
         }
     }
 
+    /// Give the regular file `rel`, whose content is already right, the
+    /// owner, mode and mtime of `meta`, in place (no copy: a `chmod -R` or
+    /// `touch` on the active server costs a few system calls per file, not
+    /// a rewrite). Its stat afterwards, for the manifest.
+    pub fn file_meta(&mut self, rel: &[u8], meta: FileMeta) -> Result<nix::sys::stat::FileStat> {
+        let parent = self.open_parent(rel, false)?.ok_or_else(|| {
+            anyhow!(
+                "cannot update {}: it is not here",
+                String::from_utf8_lossy(rel)
+            )
+        })?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd = openat(&parent.fd, parent.name.as_os_str(), flags, Mode::empty())
+            .map_err(io::Error::from)
+            .with_context(|| format!("cannot open {}", parent.path.display()))?;
+        let st = fstat(&fd).with_context(|| format!("cannot stat {}", parent.path.display()))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            bail!(
+                "cannot update {}: it is not a regular file here",
+                parent.path.display()
+            );
+        }
+        let (uid, gid) = self.owner(&meta, &parent.path);
+        self.set_meta(&fd, &meta, uid, gid, &parent.path)?;
+        fstat(&fd).with_context(|| format!("cannot stat {}", parent.path.display()))
+    }
+
     /// Owner, then mode (chown clears set-id bits), then mtime, of an open
     /// directory.
     fn set_meta(
@@ -783,6 +811,8 @@ pub struct IncomingFile {
     trash: Trash,
     warnings: Warnings,
     done: bool,
+    /// The temp file's inode, once it is closed.
+    ino: Option<u64>,
 }
 
 impl std::fmt::Debug for IncomingFile {
@@ -827,7 +857,14 @@ impl IncomingFile {
             return Err(err);
         }
         self.hasher.update(bytes);
+        let before = self.written;
         self.written += bytes.len() as u64;
+        // Start writing each WRITEBACK_STEP to disk now, in the background,
+        // so that the fsync before the rename finds little left to do
+        // (the disk works while the rest of the file arrives).
+        if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
+            start_writeback(file, before / WRITEBACK_STEP * WRITEBACK_STEP, self.written);
+        }
         Ok(())
     }
 
@@ -835,7 +872,7 @@ impl IncomingFile {
     /// sender's BLAKE3 of the whole file): set owner, mode, mtime, fsync,
     /// rename over the target, fsync the directory. On a mismatch or any
     /// error the temp file is removed and the old file left as it was.
-    pub fn commit(mut self, expected: &[u8; 32]) -> Result<()> {
+    pub fn commit(mut self, expected: &[u8; 32]) -> Result<Placed> {
         let result = self.commit_inner(expected);
         if result.is_err() {
             self.abandon();
@@ -843,8 +880,27 @@ impl IncomingFile {
         result
     }
 
-    fn commit_inner(&mut self, expected: &[u8; 32]) -> Result<()> {
-        let path = self.parent.path.clone();
+    fn commit_inner(&mut self, expected: &[u8; 32]) -> Result<Placed> {
+        self.check_and_set_meta(expected)?;
+        if let Some(Err(e)) = self.file.as_ref().map(File::sync_all) {
+            return Err(self.io_failure(e, "fsync"));
+        }
+        let placed = self.place()?;
+        let synced = nix::unistd::fsync(&self.parent.fd);
+        restore_mtime(&self.parent.fd, self.parent_mtime);
+        synced.map_err(io::Error::from).with_context(|| {
+            format!(
+                "{} is in place but its directory could not be fsynced",
+                self.parent.path.display()
+            )
+        })?;
+        Ok(placed)
+    }
+
+    /// Check what was written against the sender's hash, then set owner,
+    /// mode and mtime on the temp file.
+    fn check_and_set_meta(&mut self, expected: &[u8; 32]) -> Result<()> {
+        let path = &self.parent.path;
         let Some(file) = self.file.as_ref() else {
             bail!("{} was already abandoned after an error", path.display());
         };
@@ -858,10 +914,14 @@ impl IncomingFile {
                 super::chunk::short_hex(expected)
             );
         }
-        set_meta_fd(file, &self.meta, self.uid, self.gid, &path, &self.warnings)?;
-        if let Err(e) = file.sync_all() {
-            return Err(self.io_failure(e, "fsync"));
-        }
+        set_meta_fd(file, &self.meta, self.uid, self.gid, path, &self.warnings)
+    }
+
+    /// Rename the (durable) temp file over the target, keeping the old
+    /// version as a conflict copy if asked, and trashing a directory in
+    /// the way. The directory entry is not yet durable.
+    fn place(&mut self) -> Result<Placed> {
+        let path = self.parent.path.clone();
         if let Some((node, at)) = self.keep_old.take() {
             match fstatat(
                 &self.parent.fd,
@@ -888,15 +948,43 @@ impl IncomingFile {
         .map_err(io::Error::from)
         .with_context(|| format!("cannot put {} in place", path.display()))?;
         self.done = true;
-        self.file = None;
-        let synced = nix::unistd::fsync(&self.parent.fd);
-        restore_mtime(&self.parent.fd, self.parent_mtime);
-        synced.map_err(io::Error::from).with_context(|| {
-            format!(
-                "{} is in place but its directory could not be fsynced",
-                path.display()
-            )
+        // The stat it has in place (a rename changes the ctime): the
+        // session learns the file from it without reading it back.
+        if let Some(f) = self.file.take() {
+            self.ino = fstat(&f).ok().map(|st| st.st_ino);
+        }
+        // By name, but only if it is still our inode.
+        let stat = fstatat(
+            &self.parent.fd,
+            self.parent.name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()
+        .filter(|st| Some(st.st_ino) == self.ino);
+        Ok(Placed {
+            stat,
+            hash: *self.hasher.finalize().as_bytes(),
         })
+    }
+
+    /// Check the hash and set owner, mode and mtime, but neither fsync nor
+    /// rename: the file waits for [`Receiver::commit_batch`] with others.
+    pub fn stage(mut self, expected: &[u8; 32]) -> Result<Staged> {
+        match self.check_and_set_meta(expected) {
+            Ok(()) => {
+                // Closed now: a batch in waiting holds one descriptor per
+                // file (its directory's), not two.
+                if let Some(f) = self.file.take() {
+                    start_writeback(&f, 0, self.written);
+                    self.ino = fstat(&f).ok().map(|st| st.st_ino);
+                }
+                Ok(Staged(self))
+            }
+            Err(e) => {
+                self.abandon();
+                Err(e)
+            }
+        }
     }
 
     /// Turn an I/O error while writing into a message; a full disk gets the
@@ -953,6 +1041,93 @@ impl Drop for IncomingFile {
     fn drop(&mut self) {
         self.abandon();
     }
+}
+
+/// A file put in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed {
+    /// Its stat right after the rename (`None` if that failed).
+    pub stat: Option<nix::sys::stat::FileStat>,
+    /// Its content's BLAKE3, as checked before the rename.
+    pub hash: [u8; 32],
+}
+
+/// A received file, checked and with its metadata set, waiting under its
+/// temp name for [`Receiver::commit_batch`]. Dropped, it is removed.
+#[derive(Debug)]
+pub struct Staged(IncomingFile);
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// Put a batch of staged files in place, durably, with two `syncfs(2)`
+/// per file system instead of two `fsync(2)` per file: the first makes
+/// every temp file's data durable, then each is renamed over its
+/// target, then the second makes the renames durable. A crash at any
+/// point leaves each target old or new, never partial (the leftover
+/// temp files are swept by the next session). One result per file, in
+/// order.
+pub fn commit_batch(staged: Vec<Staged>) -> Vec<Result<Placed>> {
+    let mut files: Vec<IncomingFile> = staged.into_iter().map(|s| s.0).collect();
+    let mut results: Vec<Result<Placed>> = files
+        .iter()
+        .map(|_| {
+            Ok(Placed {
+                stat: None,
+                hash: [0; 32],
+            })
+        })
+        .collect();
+    // 1: the data, one syncfs per file system the batch touches.
+    let devs = |files: &[IncomingFile]| {
+        let mut seen = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            if let Ok(st) = fstat(&f.parent.fd) {
+                seen.entry(st.st_dev).or_insert(i);
+            }
+        }
+        seen
+    };
+    for (dev, first) in devs(&files) {
+        if let Err(e) = nix::unistd::syncfs(&files[first].parent.fd) {
+            for (i, f) in files.iter_mut().enumerate() {
+                if fstat(&f.parent.fd).map(|st| st.st_dev) == Ok(dev) {
+                    results[i] = Err(f.io_failure(io::Error::from(e), "flush to disk"));
+                    f.abandon();
+                }
+            }
+        }
+    }
+    // 2: the renames; directory mtimes are put back last to first, so
+    // each ends as it was before the batch.
+    for (i, f) in files.iter_mut().enumerate() {
+        if results[i].is_ok() {
+            results[i] = f.place();
+            if results[i].is_err() {
+                f.abandon();
+            }
+        }
+    }
+    for f in files.iter().rev() {
+        restore_mtime(&f.parent.fd, f.parent_mtime);
+    }
+    // 3: the renames made durable.
+    for (dev, first) in devs(&files) {
+        if let Err(e) = nix::unistd::syncfs(&files[first].parent.fd) {
+            for (i, f) in files.iter().enumerate() {
+                if results[i].is_ok() && fstat(&f.parent.fd).map(|st| st.st_dev) == Ok(dev) {
+                    results[i] = Err(anyhow!(
+                        "{} is in place but could not be flushed to disk: {e}",
+                        f.parent.path.display()
+                    ));
+                }
+            }
+        }
+    }
+    results
 }
 
 /// Create a uniquely named temp entry beside `parent.name` with `make`,
@@ -1078,6 +1253,25 @@ fn conflict_copy(parent: &Parent, node: &str, timestamp: SystemTime) -> Result<P
         "cannot keep a conflict copy of {}: 100 names are taken",
         parent.path.display()
     )
+}
+
+/// Received data is handed to the disk in steps of this many bytes.
+const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+
+/// Ask the kernel to start writing `from..to` of `file` to disk, without
+/// waiting (`sync_file_range(2)`, `SYNC_FILE_RANGE_WRITE`). Only a head
+/// start for the fsync or syncfs that follows, which is what makes the data
+/// durable: failures here are ignored.
+fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from)))
+    else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor we own; no memory passed.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 fn set_meta_fd(

@@ -29,7 +29,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
-use std::collections::{btree_map, HashMap};
+use std::collections::{btree_map, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
@@ -187,6 +187,21 @@ pub fn scan(
     previous: &Manifest,
     now: SystemTime,
 ) -> Result<(Manifest, ScanReport)> {
+    scan_trusting(root, excludes, previous, now, &HashSet::new())
+}
+
+/// [`scan`], taking the previous hash of the `trusted` paths even inside
+/// the racy window when their stat is unchanged: the receiver's own
+/// files, whose hash it checked as it wrote them and whose stat it took
+/// after putting them in place, so that it does not read back every file
+/// it just received.
+pub fn scan_trusting(
+    root: &Path,
+    excludes: &GlobSet,
+    previous: &Manifest,
+    now: SystemTime,
+    trusted: &HashSet<RelPath>,
+) -> Result<(Manifest, ScanReport)> {
     let started = Instant::now();
     let root_fd = nix::fcntl::open(
         root,
@@ -203,6 +218,7 @@ pub fn scan(
         root_dev,
         previous: previous.entries().iter().peekable(),
         racy_before: Time::from_system(now).minus(RACY_WINDOW),
+        trusted,
         entries: Vec::new(),
         unsettled: Vec::new(),
         report: ScanReport::default(),
@@ -376,6 +392,8 @@ struct Scanner<'a> {
     previous: Peekable<btree_map::Iter<'a, RelPath, Entry>>,
     /// Changes at or after this are within the racy window.
     racy_before: Time,
+    /// Paths whose previous hash holds in the racy window too.
+    trusted: &'a HashSet<RelPath>,
     /// In walk order, which is path order.
     entries: Vec<(RelPath, Entry)>,
     unsettled: Vec<RelPath>,
@@ -458,7 +476,11 @@ impl Scanner<'_> {
 
     fn file(&mut self, dir: BorrowedFd<'_>, name: &[u8], rel: RelPath, st: FileStat) {
         let stat = Stat::of(&st);
-        let racy_before = self.racy_before;
+        let racy_before = if self.trusted.contains(&rel) {
+            Time::new(i64::MAX, 0)
+        } else {
+            self.racy_before
+        };
         if let Some(hash) = self
             .previous(&rel)
             .and_then(|prev| reusable(prev, &stat, racy_before))

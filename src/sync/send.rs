@@ -44,19 +44,23 @@ use super::session::{excludes, manifest_file};
 use super::{check_source, scan, tree};
 use crate::config::{Config, SyncPath};
 use crate::link::frame;
-use crate::link::protocol::{KeepOld, Request, Response};
+use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
 use crate::log::Logger;
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Files up to this size, new on the standby (or replacing a small one),
 /// travel whole in one frame: no signature round trip.
 const WHOLE_MAX: u64 = frame::MAX_CHUNK as u64;
+
+/// Files up to this size travel whole even when the standby has a copy: a
+/// delta would save little and cost round trips.
+const ALWAYS_WHOLE: u64 = 256 * 1024;
 
 /// A standby copy at least this large is worth a delta.
 const DELTA_MIN_OLD: u64 = 2 * chunk::MIN_CHUNK as u64;
@@ -66,6 +70,18 @@ const BATCH_BYTES: usize = frame::MAX_CHUNK - chunk::MAX_CHUNK as usize;
 
 /// Deletions per `SyncDelete` frame.
 const DELETE_BATCH: usize = 512;
+
+/// Small files go in batches of about this much data...
+const FILES_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// ...or this many files (each holds two descriptors open on the standby
+/// until the batch is in place).
+const FILES_BATCH_COUNT: usize = 128;
+
+/// Requests sent before the oldest answer is read...
+const MAX_IN_FLIGHT: usize = 32;
+/// ...of which file batches (a few MiB each: enough to keep both sides
+/// busy, little enough to bound memory).
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// How [`push_with`] runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -194,6 +210,7 @@ pub async fn push_with<C: Channel>(
             opts,
             sum: &mut sum,
             failed: false,
+            inflight: VecDeque::new(),
         };
         match run.push().await {
             Ok(()) => {}
@@ -223,6 +240,38 @@ struct PathRun<'a, C: Channel> {
     sum: &'a mut SyncSummary,
     /// A file of this path failed: the base is not updated.
     failed: bool,
+    /// Requests sent and not yet answered, oldest first.
+    inflight: VecDeque<Awaiting>,
+}
+
+/// What the answer to an outstanding request settles.
+enum Awaiting {
+    /// One change, answered `Ok`: what to name in an error.
+    One(String),
+    /// A [`Request::Files`] batch: each file's path and data size.
+    Batch(Vec<(String, u64)>),
+}
+
+impl Awaiting {
+    fn one(what: &str) -> Awaiting {
+        Awaiting::One(what.to_string())
+    }
+}
+
+/// A file to send, and how the standby is to keep it.
+struct FileJob {
+    file: PathBuf,
+    rel: RelPath,
+    meta: FileMeta,
+    hash: [u8; 32],
+    keep_old: Option<KeepOld>,
+}
+
+/// Small files read for one [`Request::Files`], and those that could not
+/// be read (vanished, grown past the limit since the scan).
+struct ReadBatch {
+    files: Vec<WholeFile>,
+    failed: Vec<(String, anyhow::Error)>,
 }
 
 impl<C: Channel> PathRun<'_, C> {
@@ -268,30 +317,31 @@ impl<C: Channel> PathRun<'_, C> {
         let send_file = manifest_file(self.state_dir, "send", &root);
         let base_file = manifest_file(self.state_dir, "base", &root);
 
-        // 1, 2: the source, scanned off the async thread.
-        let local = {
-            if let Err(e) = check_source(&self.sp.path) {
-                self.sum
-                    .refused
-                    .push(format!("{}: {e:#}", self.sp.path.display()));
-                return Err(Stop::Path(e));
-            }
-            let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
-            tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file))
-                .await
-                .map_err(|e| anyhow!("the scan task failed: {e}"))??
+        // 1: the source.
+        if let Err(e) = check_source(&self.sp.path) {
+            self.sum
+                .refused
+                .push(format!("{}: {e:#}", self.sp.path.display()));
+            return Err(Stop::Path(e));
+        }
+        // 3 (asked first, so that the standby scans its copy while we scan
+        // ours): its root hash.
+        let root_request = Request::SyncRoot {
+            path: path_text.clone(),
+            verify: self.opts.verify,
         };
+        self.link.send(&root_request).await.map_err(Stop::Link)?;
+        // 2: our scan, off the async thread.
+        let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
+        let scanned = tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file))
+            .await
+            .map_err(|e| anyhow!("the scan task failed: {e}"));
+        let answer = self.link.recv().await.map_err(Stop::Link)?;
+        let local = scanned??;
         let local_tree = tree(&local);
-
-        // 3: root hashes.
-        let (remote_root, remote_files) = match self
-            .ask(&Request::SyncRoot {
-                path: path_text.clone(),
-                verify: self.opts.verify,
-            })
-            .await?
-        {
+        let (remote_root, remote_files) = match answer {
             Response::SyncRoot { root, files } => (root, files),
+            Response::Error(e) => return Err(Stop::Path(anyhow!("the standby refused: {e}"))),
             other => return Err(Stop::Path(unexpected(&other))),
         };
         let base = match Manifest::load(&base_file) {
@@ -395,63 +445,69 @@ impl<C: Channel> PathRun<'_, C> {
             return Ok(());
         }
 
-        // 7: apply. Deletions first, children before parents.
+        // 7: apply (pipelined: see `queue`). Deletions first, children
+        // before parents; then directories, symlinks and metadata; then
+        // small files in batches; then the rest as deltas, one at a time.
         self.sum.files_deleted += d.files_deleted();
         let dels: Vec<RelPath> = d.delete.iter().map(|r| r.path.clone()).collect();
         for batch in dels.chunks(DELETE_BATCH) {
-            let r = self
-                .ask_ok(&Request::SyncDelete {
-                    rels: batch.to_vec(),
-                })
-                .await;
-            self.item("deleting", r)?;
+            let request = Request::SyncDelete {
+                rels: batch.to_vec(),
+            };
+            self.queue(&request, Awaiting::one("deleting")).await?;
         }
         let at_ms = crate::state::now_ms();
+        let mut whole = Vec::new();
+        let mut deltas = Vec::new();
         for c in &d.changes {
             let keep_old = kept.contains(&c.path).then_some(KeepOld { at_ms });
             let meta = file_meta(&c.local);
-            let result = match &c.local.kind {
-                Kind::Dir => {
-                    self.sum.other_changes += 1;
-                    self.ask_ok(&Request::SyncDir {
-                        rel: c.path.clone(),
-                        meta,
-                    })
-                    .await
-                }
-                Kind::Symlink { target } => {
-                    self.sum.other_changes += 1;
-                    self.ask_ok(&Request::SyncSymlink {
-                        rel: c.path.clone(),
-                        target: target.clone(),
-                        meta,
-                        keep_old,
-                    })
-                    .await
-                }
-                Kind::File { hash, .. } if c.what == What::Metadata => {
-                    self.sum.other_changes += 1;
-                    self.ask_ok(&Request::SyncMeta {
-                        rel: c.path.clone(),
-                        meta,
-                        hash: *hash,
-                    })
-                    .await
-                }
+            let request = match &c.local.kind {
+                Kind::Dir => Request::SyncDir {
+                    rel: c.path.clone(),
+                    meta,
+                },
+                Kind::Symlink { target } => Request::SyncSymlink {
+                    rel: c.path.clone(),
+                    target: target.clone(),
+                    meta,
+                    keep_old,
+                },
+                Kind::File { hash, .. } if c.what == What::Metadata => Request::SyncMeta {
+                    rel: c.path.clone(),
+                    meta,
+                    hash: *hash,
+                },
                 Kind::File { size, hash } => {
                     let old_size = match c.remote.as_ref().map(|r| &r.kind) {
                         Some(Kind::File { size, .. }) => *size,
                         _ => 0,
                     };
-                    let file = root.join(c.path.as_path());
-                    if *size <= WHOLE_MAX && old_size < DELTA_MIN_OLD {
-                        self.send_whole(&file, &c.path, meta, keep_old).await
+                    let job = FileJob {
+                        file: root.join(c.path.as_path()),
+                        rel: c.path.clone(),
+                        meta,
+                        hash: *hash,
+                        keep_old,
+                    };
+                    if *size <= ALWAYS_WHOLE || (*size <= WHOLE_MAX && old_size < DELTA_MIN_OLD) {
+                        whole.push(job);
                     } else {
-                        self.send_delta(&file, &c.path, meta, *hash, keep_old).await
+                        deltas.push(job);
                     }
+                    continue;
                 }
             };
-            self.item(&format!("{}", c.path), result)?;
+            self.sum.other_changes += 1;
+            self.queue(&request, Awaiting::one(&c.path.to_string()))
+                .await?;
+        }
+        self.send_batches(whole).await?;
+        self.drain().await?;
+        for job in deltas {
+            let what = job.rel.to_string();
+            let result = self.send_delta(job).await;
+            self.item(&what, result)?;
         }
 
         // 8: done.
@@ -503,43 +559,124 @@ impl<C: Channel> PathRun<'_, C> {
         }
     }
 
-    /// A small file in one frame.
-    async fn send_whole(
-        &mut self,
-        file: &Path,
-        rel: &RelPath,
-        meta: FileMeta,
-        keep_old: Option<KeepOld>,
-    ) -> Result<(), Stop> {
-        let data = read_small(file, WHOLE_MAX)?;
-        let hash = *blake3::hash(&data).as_bytes();
-        let len = data.len() as u64;
-        self.ask_ok(&Request::FileWhole {
-            rel: rel.clone(),
-            meta,
-            data,
-            hash,
-            keep_old,
-        })
-        .await?;
-        self.sum.files_sent += 1;
-        self.sum.bytes_sent += len;
+    /// Send `request` without waiting for its answer; first settle the
+    /// oldest answers if too many are outstanding. Round trips overlap, so
+    /// a thousand small changes do not cost a thousand round trips, while
+    /// the answers (small) can never fill the pipe back to us.
+    async fn queue(&mut self, request: &Request, awaiting: Awaiting) -> Result<(), Stop> {
+        let batches =
+            |q: &VecDeque<Awaiting>| q.iter().filter(|a| matches!(a, Awaiting::Batch(_))).count();
+        while self.inflight.len() >= MAX_IN_FLIGHT
+            || (matches!(awaiting, Awaiting::Batch(_))
+                && batches(&self.inflight) >= BATCHES_IN_FLIGHT)
+        {
+            self.settle().await?;
+        }
+        self.link.send(request).await.map_err(Stop::Link)?;
+        self.inflight.push_back(awaiting);
         Ok(())
     }
 
+    /// Read the answer to the oldest outstanding request and account for it.
+    async fn settle(&mut self) -> Result<(), Stop> {
+        let Some(awaiting) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let answer = self.link.recv().await.map_err(Stop::Link)?;
+        match (awaiting, answer) {
+            (Awaiting::One(_), Response::Ok) => Ok(()),
+            (Awaiting::One(what), Response::Error(e)) => {
+                self.item(&what, Err(Stop::Path(anyhow!("the standby refused: {e}"))))
+            }
+            (Awaiting::Batch(files), Response::Files(results)) if results.len() == files.len() => {
+                for ((rel, len), result) in files.into_iter().zip(results) {
+                    match result {
+                        None => {
+                            self.sum.files_sent += 1;
+                            self.sum.bytes_sent += len;
+                        }
+                        Some(e) => {
+                            self.item(&rel, Err(Stop::Path(anyhow!("the standby refused: {e}"))))?
+                        }
+                    }
+                }
+                Ok(())
+            }
+            (Awaiting::Batch(files), Response::Error(e)) => {
+                for (rel, _) in files {
+                    let e = anyhow!("the standby refused the batch: {e}");
+                    self.item(&rel, Err(Stop::Path(e)))?;
+                }
+                Ok(())
+            }
+            // Out of step with the standby: nothing after this can be trusted.
+            (_, other) => Err(Stop::Link(unexpected(&other))),
+        }
+    }
+
+    /// Settle every outstanding request.
+    async fn drain(&mut self) -> Result<(), Stop> {
+        while !self.inflight.is_empty() {
+            self.settle().await?;
+        }
+        Ok(())
+    }
+
+    /// Small files, whole, in [`Request::Files`] batches. A thread reads
+    /// the next batch while the standby writes the last; the standby
+    /// answers each batch with the outcome of the one before (it puts a
+    /// batch in place while the next arrives), and `FilesFlush` with the
+    /// last one's.
+    async fn send_batches(&mut self, jobs: Vec<FileJob>) -> Result<(), Stop> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let (tx, mut batches) = tokio::sync::mpsc::channel::<ReadBatch>(1);
+        let reader = tokio::task::spawn_blocking(move || read_batches(jobs, &tx));
+        let mut result = Ok(());
+        let mut previous = Vec::new();
+        while let Some(batch) = batches.recv().await {
+            for (rel, e) in batch.failed {
+                if let Err(stop) = self.item(&rel, Err(Stop::Path(e))) {
+                    result = Err(stop);
+                    break;
+                }
+            }
+            if result.is_err() || batch.files.is_empty() {
+                continue;
+            }
+            let this: Vec<(String, u64)> = batch
+                .files
+                .iter()
+                .map(|f| (f.rel.to_string(), f.data.len() as u64))
+                .collect();
+            let awaiting = Awaiting::Batch(std::mem::replace(&mut previous, this));
+            if let Err(stop) = self.queue(&Request::Files(batch.files), awaiting).await {
+                result = Err(stop);
+                break;
+            }
+        }
+        // Stops the reader if it is still going.
+        drop(batches);
+        let _ = reader.await;
+        result?;
+        self.queue(&Request::FilesFlush, Awaiting::Batch(previous))
+            .await
+    }
+
     /// A file as a delta against the standby's copy.
-    async fn send_delta(
-        &mut self,
-        file: &Path,
-        rel: &RelPath,
-        meta: FileMeta,
-        whole_hash: [u8; 32],
-        keep_old: Option<KeepOld>,
-    ) -> Result<(), Stop> {
+    async fn send_delta(&mut self, job: FileJob) -> Result<(), Stop> {
+        let FileJob {
+            file,
+            rel,
+            meta,
+            hash: whole_hash,
+            keep_old,
+        } = job;
         let size = meta.size;
         let sig = match self
             .ask(&Request::FileBegin {
-                rel: rel.clone(),
+                rel,
                 meta,
                 size,
                 whole_hash,
@@ -551,8 +688,7 @@ impl<C: Channel> PathRun<'_, C> {
             other => return Err(Stop::Path(unexpected(&other))),
         };
         let (tx, mut batches) = tokio::sync::mpsc::channel::<Vec<Piece>>(2);
-        let path = file.to_path_buf();
-        let chunker = tokio::task::spawn_blocking(move || delta_batches(&path, &sig, tx));
+        let chunker = tokio::task::spawn_blocking(move || delta_batches(&file, &sig, tx));
         let mut refused = None;
         while let Some(batch) = batches.recv().await {
             let literal: u64 = batch
@@ -585,6 +721,48 @@ impl<C: Channel> PathRun<'_, C> {
         .await?;
         self.sum.files_sent += 1;
         Ok(())
+    }
+}
+
+/// Read `jobs` into batches of about [`FILES_BATCH_BYTES`] (at most
+/// [`FILES_BATCH_COUNT`] files), handing each to `tx`; stops early if the
+/// receiving end is gone.
+fn read_batches(jobs: Vec<FileJob>, tx: &tokio::sync::mpsc::Sender<ReadBatch>) {
+    let mut batch = ReadBatch {
+        files: Vec::new(),
+        failed: Vec::new(),
+    };
+    let mut bytes = 0;
+    for job in jobs {
+        match read_small(&job.file, WHOLE_MAX) {
+            Ok(data) => {
+                bytes += data.len();
+                batch.files.push(WholeFile {
+                    hash: *blake3::hash(&data).as_bytes(),
+                    rel: job.rel,
+                    meta: job.meta,
+                    data,
+                    keep_old: job.keep_old,
+                });
+            }
+            Err(e) => batch.failed.push((job.rel.to_string(), e)),
+        }
+        if bytes >= FILES_BATCH_BYTES || batch.files.len() >= FILES_BATCH_COUNT {
+            bytes = 0;
+            let full = std::mem::replace(
+                &mut batch,
+                ReadBatch {
+                    files: Vec::new(),
+                    failed: Vec::new(),
+                },
+            );
+            if tx.blocking_send(full).is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.files.is_empty() || !batch.failed.is_empty() {
+        let _ = tx.blocking_send(batch);
     }
 }
 

@@ -39,13 +39,14 @@
 use super::chunk::{self, Signature};
 use super::diff::TreeDiff;
 use super::manifest::{Entry, Manifest, RelPath};
-use super::receive::{FileMeta, IncomingFile, Receiver};
+use super::receive::{commit_batch, FileMeta, IncomingFile, Placed, Receiver};
 use super::trash::Trash;
 use super::tree::{tree, Tree};
 use crate::config::SyncPath;
-use crate::link::protocol::{KeepOld, Request, Response};
+use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
 use anyhow::{anyhow, bail, Context, Result};
 use globset::GlobSet;
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -132,6 +133,7 @@ type Selection = (Vec<(RelPath, Entry)>, Vec<RelPath>);
 
 /// A file being received as a delta.
 struct Incoming {
+    rel: RelPath,
     file: IncomingFile,
     old: Option<File>,
     sig: Signature,
@@ -150,6 +152,21 @@ pub struct Session {
     /// The entries selected for the sender, served page by page.
     selected: Option<Selection>,
     incoming: Option<Incoming>,
+    /// Files put in place this session, for the rescan (see [`Session::learn`]).
+    learned: Vec<(RelPath, Placed)>,
+    /// The last [`Request::Files`] batch, being put in place.
+    committing: Option<std::thread::JoinHandle<Committed>>,
+}
+
+/// A batch's outcome: per file, why it failed; and the files placed.
+type Committed = (Vec<Option<String>>, Vec<(RelPath, Placed)>);
+
+impl Drop for Session {
+    /// A batch still being put in place finishes before the session goes
+    /// (and with it the right to write under this root).
+    fn drop(&mut self) {
+        self.flush_files();
+    }
 }
 
 impl Session {
@@ -185,6 +202,8 @@ impl Session {
             node: setup.node.clone(),
             selected: None,
             incoming: None,
+            learned: Vec::new(),
+            committing: None,
         })
     }
 
@@ -267,15 +286,72 @@ impl Session {
         Ok(file)
     }
 
+    /// A batch of whole files: each written and checked under its temp
+    /// name now; all put in place together by a thread of their own while
+    /// the next batch arrives (the disk flush overlaps the transfer). The
+    /// answer is the previous batch's outcome: per file, why it failed, if
+    /// it did (see [`Request::Files`]).
+    fn files(&mut self, files: Vec<WholeFile>) -> Vec<Option<String>> {
+        let mut results = vec![None; files.len()];
+        let mut staged = Vec::with_capacity(files.len());
+        let mut which = Vec::with_capacity(files.len());
+        for (i, f) in files.into_iter().enumerate() {
+            let written = self.begin(&f.rel, f.meta, f.keep_old).and_then(|mut file| {
+                file.write(&f.data)?;
+                file.stage(&f.hash)
+            });
+            match written {
+                Ok(file) => {
+                    staged.push(file);
+                    which.push((i, f.rel));
+                }
+                Err(e) => results[i] = Some(format!("{}: {e:#}", f.rel)),
+            }
+        }
+        let previous = self.flush_files();
+        self.committing = Some(std::thread::spawn(move || {
+            let mut learned = Vec::with_capacity(which.len());
+            for ((i, rel), placed) in which.into_iter().zip(commit_batch(staged)) {
+                match placed {
+                    Ok(placed) => learned.push((rel, placed)),
+                    Err(e) => results[i] = Some(format!("{e:#}")),
+                }
+            }
+            (results, learned)
+        }));
+        previous
+    }
+
+    /// Wait for the batch being put in place, if any: its outcome per file
+    /// (empty when there was none).
+    fn flush_files(&mut self) -> Vec<Option<String>> {
+        let Some(committing) = self.committing.take() else {
+            return Vec::new();
+        };
+        match committing.join() {
+            Ok((results, learned)) => {
+                self.learned.extend(learned);
+                results
+            }
+            // Not expected; the rescan finds what did land.
+            Err(_) => vec![Some("the thread putting files in place failed".to_string())],
+        }
+    }
+
     /// Rescan after the sender's changes, save the manifest, and report.
+    /// The files this session put in place are not read back: their hash
+    /// was checked as they were written (see [`Session::learn`]).
     fn done(&mut self) -> Result<Response> {
         self.incoming = None;
         self.selected = None;
-        let (manifest, _) = super::scan::scan(
+        self.flush_files();
+        let (previous, trusted) = self.learn();
+        let (manifest, _) = super::scan::scan_trusting(
             self.rx.root(),
             &self.excludes,
-            &self.manifest,
+            &previous,
             SystemTime::now(),
+            &trusted,
         )?;
         save_manifest(&manifest, &self.manifest_file)?;
         self.tree = tree(&manifest);
@@ -284,6 +360,42 @@ impl Session {
             root: self.tree.root(),
             warnings: self.rx.take_warnings(),
         })
+    }
+}
+
+impl Session {
+    /// The manifest before this session's files, with those files entered
+    /// as placed (hash checked on receipt, stat taken right after the
+    /// rename), and their paths: the rescan trusts these hashes while the
+    /// stat is unchanged, even though the files are brand new (their ctime
+    /// is inside the racy window). Any change after the rename, by anyone,
+    /// changes the ctime, and the file is read again.
+    fn learn(&mut self) -> (Manifest, HashSet<RelPath>) {
+        let mut previous = self.manifest.clone();
+        let mut trusted = HashSet::new();
+        for (rel, placed) in self.learned.drain(..) {
+            let Some(st) = placed.stat else { continue };
+            let entry = Entry {
+                kind: super::Kind::File {
+                    size: st.st_size as u64,
+                    hash: placed.hash,
+                },
+                mode: st.st_mode & 0o7777,
+                uid: st.st_uid,
+                gid: st.st_gid,
+                user: None,
+                group: None,
+                mtime: super::Time::new(st.st_mtime, st.st_mtime_nsec),
+                ctime: super::Time::new(st.st_ctime, st.st_ctime_nsec),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                racy: false,
+            };
+            if previous.insert(rel.clone(), entry).is_ok() {
+                trusted.insert(rel);
+            }
+        }
+        (previous, trusted)
     }
 }
 
@@ -325,6 +437,8 @@ pub fn is_sync_request(request: &Request) -> bool {
             | Request::Pieces(_)
             | Request::FileCommit { .. }
             | Request::SyncDone
+            | Request::Files(_)
+            | Request::FilesFlush
     )
 }
 
@@ -385,15 +499,18 @@ pub fn answer(
             Ok(Response::Ok)
         }
         Request::SyncMeta { rel, meta, hash } => {
-            // Same content, other metadata: rewrite the file from itself, so
-            // that the change is as atomic as any other.
-            let mut old =
-                s.rx.open_existing(rel.as_bytes())?
-                    .ok_or_else(|| anyhow!("cannot update {rel}: it is not a file here"))?;
-            let mut file = s.begin(&rel, meta, None)?;
-            std::io::copy(&mut old, &mut file).with_context(|| format!("cannot copy {rel}"))?;
-            file.commit(&hash)
-                .with_context(|| format!("cannot update the metadata of {rel}"))?;
+            // Same content (the sender compared it with this side's fresh
+            // manifest), other metadata: set it in place.
+            let st =
+                s.rx.file_meta(rel.as_bytes(), meta)
+                    .with_context(|| format!("cannot update the metadata of {rel}"))?;
+            s.learned.push((
+                rel,
+                Placed {
+                    stat: Some(st),
+                    hash,
+                },
+            ));
             Ok(Response::Ok)
         }
         Request::FileWhole {
@@ -406,7 +523,8 @@ pub fn answer(
             s.incoming = None;
             let mut file = s.begin(&rel, meta, keep_old)?;
             file.write(&data)?;
-            file.commit(&hash)?;
+            let placed = file.commit(&hash)?;
+            s.learned.push((rel, placed));
             Ok(Response::Ok)
         }
         Request::FileBegin {
@@ -429,6 +547,7 @@ pub fn answer(
             }
             let file = s.begin(&rel, meta, keep_old)?;
             s.incoming = Some(Incoming {
+                rel,
                 file,
                 old,
                 sig: sig.clone(),
@@ -456,9 +575,16 @@ pub fn answer(
                 .incoming
                 .take()
                 .ok_or_else(|| anyhow!("no file transfer in progress to commit"))?;
-            inc.file.commit(&hash)?;
+            let rel = inc.rel;
+            let placed = inc.file.commit(&hash)?;
+            s.learned.push((rel, placed));
             Ok(Response::Ok)
         }
+        Request::Files(files) => {
+            s.incoming = None;
+            Ok(Response::Files(s.files(files)))
+        }
+        Request::FilesFlush => Ok(Response::Files(s.flush_files())),
         Request::SyncDone => s.done(),
         other => bail!("not a sync request: {other:?}"),
     }
