@@ -381,8 +381,9 @@ fn cleanup_temp_removes_only_temp_files() {
     }
     let dir_like = root.join(".d.sip-ha-tmp-0123456789abcdef");
     fs::create_dir(&dir_like).unwrap();
-    let link_like = root.join(".l.sip-ha-tmp-0123456789abcdef");
-    std::os::unix::fs::symlink("/etc/hostname", &link_like).unwrap();
+    // What a receiver killed in `Receiver::symlink` leaves.
+    let temp_link = root.join(".l.sip-ha-tmp-0123456789abcdef");
+    std::os::unix::fs::symlink("/etc/hostname", &temp_link).unwrap();
     // A temp-like file reached only through a symlink, outside the root.
     let outside = d.path().join("outside");
     fs::create_dir(&outside).unwrap();
@@ -393,14 +394,14 @@ fn cleanup_temp_removes_only_temp_files() {
     let in_trash = rx.trash().dir().join(".t.sip-ha-tmp-0123456789abcdef");
     fs::write(&in_trash, b"trash").unwrap();
 
-    assert_eq!(rx.cleanup_temp().unwrap(), 2);
+    assert_eq!(rx.cleanup_temp().unwrap(), 3);
     for p in &leftovers {
         assert!(!p.exists(), "{}", p.display());
     }
     for p in keep.iter().chain([&dir_like, &outside_temp, &in_trash]) {
         assert!(p.exists(), "{}", p.display());
     }
-    assert!(fs::symlink_metadata(&link_like).is_ok());
+    assert!(fs::symlink_metadata(&temp_link).is_err());
     assert_eq!(rx.cleanup_temp().unwrap(), 0);
 }
 

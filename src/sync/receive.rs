@@ -651,7 +651,8 @@ impl Receiver {
 
     /// Remove the temp files a killed earlier run left behind, anywhere
     /// under the root (never following symlinks, skipping the trash).
-    /// Touches nothing but regular files named like
+    /// Touches nothing but regular files and symlinks (a symlink is made
+    /// under a temp name too, see [`symlink`](Self::symlink)) named like
     /// `.<name>.sip-ha-tmp-<16 hex>`. Returns how many were removed.
     pub fn cleanup_temp(&self) -> Result<usize> {
         let skip = self.trash_rel.as_ref().map(|r| self.root.join(r));
@@ -674,7 +675,9 @@ impl Receiver {
                     if skip.as_deref() != Some(path.as_path()) {
                         stack.push(path);
                     }
-                } else if ft.is_file() && is_temp_name(entry.file_name().as_bytes()) {
+                } else if (ft.is_file() || ft.is_symlink())
+                    && is_temp_name(entry.file_name().as_bytes())
+                {
                     match fs::remove_file(&path) {
                         Ok(()) => removed += 1,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -8,4 +8,5 @@ pub mod netns;
 pub mod smtp;
 pub mod snmptrapd;
 pub mod sshd;
+pub mod sync_pair;
 pub mod syslog;

@@ -1,0 +1,266 @@
+//! Two "servers" on one machine for the sync tests: [`Pair`] is a master
+//! whose `[[sync.path]]` is `src`, and a real sshd whose `authorized_keys`
+//! forces `sip-ha --config <same config> --node slave serve --sync-prefix
+//! <dst>`, so the receiver is the real binary's `serve`, writing the path
+//! under `<dst>`. With [`snapshot`] and [`assert_same`] to compare the trees.
+
+use super::sshd::TestSshd;
+use sip_ha::link::PeerLink;
+use sip_ha::sync::receive::CONFLICT_MARKER;
+use sip_ha::sync::trash::TRASH_DIR_NAME;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const SIP_HA: &str = env!("CARGO_BIN_EXE_sip-ha");
+
+/// Two servers on one machine: `src` is the master's sync path, the slave
+/// receives it at `dst/<src>`.
+pub struct Pair {
+    pub sshd: TestSshd,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub src: PathBuf,
+    pub dst_root: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Pair {
+    pub fn new(max_delete_percent: u32) -> Pair {
+        let sshd = TestSshd::start();
+        let dir = tempfile::Builder::new()
+            .prefix("sip-ha-sync.")
+            .tempdir()
+            .unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let src = base.join("src/asterisk");
+        std::fs::create_dir_all(&src).unwrap();
+        let dst = base.join("dst");
+        std::fs::create_dir_all(&dst).unwrap();
+        let dst_root = dst.join(src.strip_prefix("/").unwrap());
+        let state = base.join("state");
+        let config = base.join("sip-ha.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"# sip-ha sync test: this node is the master, the peer the test sshd.
+[cluster]
+name = "sync-test"
+service_address = "192.0.2.121/24"
+state_dir = "{state}"
+
+[nodes.master]
+address = "127.0.0.2"
+interface = "lo"
+
+[nodes.slave]
+address = "127.0.0.1"
+interface = "lo"
+
+[ssh]
+user = "{user}"
+port = {port}
+identity = "{identity}"
+known_hosts = "{known_hosts}"
+connect_timeout = "60s"
+remote_command = "{sip_ha}"
+
+[peer]
+witness = ["127.0.0.3"]
+
+[sync]
+max_delete_percent = {max_delete_percent}
+
+[[sync.path]]
+path = "{src}"
+exclude = ["*.tmp"]
+"#,
+                state = state.display(),
+                user = sshd.user,
+                port = sshd.port,
+                identity = sshd.client_key.display(),
+                known_hosts = sshd.known_hosts.display(),
+                sip_ha = SIP_HA,
+                src = src.display(),
+            ),
+        )
+        .unwrap();
+        sshd.authorize(Some(&format!(
+            "exec {SIP_HA} --config {} --node slave serve --sync-prefix {}",
+            config.display(),
+            dst.display()
+        )));
+        Pair {
+            sshd,
+            dir,
+            config,
+            src,
+            dst_root,
+            state,
+        }
+    }
+
+    /// Make the master active in its state (as a pass that took the
+    /// address would): `sip-ha sync` runs on the active node only.
+    pub fn make_active(&self) {
+        std::fs::create_dir_all(&self.state).unwrap();
+        let mut st = sip_ha::state::State::fresh(sip_ha_core::Role::Master);
+        st.memory.stance = sip_ha_core::Stance::Active;
+        sip_ha::state::save(&self.state, &st).unwrap();
+    }
+
+    /// `sip-ha sync` on the master, not started yet.
+    pub fn sync_command(&self) -> Command {
+        let mut c = Command::new(SIP_HA);
+        c.arg("--config")
+            .arg(&self.config)
+            .args(["--node", "master", "sync"])
+            .env_remove("SIP_HA_CONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn sync(&self, args: &[&str]) -> Output {
+        self.sync_command().args(args).output().unwrap()
+    }
+
+    pub fn sync_ok(&self) -> Summary {
+        let out = self.sync(&[]);
+        assert!(out.status.success(), "sync failed:\n{}", text(&out));
+        summary(&out)
+    }
+
+    pub async fn link(&self) -> PeerLink {
+        let ssh = self.sshd.ssh_config(SIP_HA);
+        PeerLink::connect(
+            &ssh,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &self.dir.path().join("c"),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    pub files: u64,
+    pub data: u64,
+    pub wire: u64,
+}
+
+/// Parse `sync: N files sent (B bytes of data), ...; W bytes on the wire; T s`.
+pub fn summary(out: &Output) -> Summary {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("bytes on the wire"))
+        .unwrap_or_else(|| panic!("no summary line:\n{}", text(out)));
+    let num = |before: &str| -> u64 {
+        let head = &line[..line.find(before).unwrap()];
+        head.rsplit(|c: char| !c.is_ascii_digit())
+            .find(|s| !s.is_empty())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    Summary {
+        files: num(" files sent"),
+        data: num(" bytes of data"),
+        wire: num(" bytes on the wire"),
+    }
+}
+
+/// What is compared of one path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    File {
+        data: Vec<u8>,
+        mode: u32,
+        mtime_ns: i128,
+    },
+    Dir {
+        mode: u32,
+    },
+    Link(PathBuf),
+}
+
+/// Every path under `root` but the trash, relative to `root`, with what
+/// `what` makes of it (given its full path and `symlink_metadata`; `None`
+/// leaves it out). Directories are entered, symlinks never followed.
+pub fn walk<T>(
+    root: &Path,
+    mut what: impl FnMut(&Path, &std::fs::Metadata) -> Option<T>,
+) -> BTreeMap<PathBuf, T> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.file_name() == Some(TRASH_DIR_NAME.as_ref()) {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            if md.is_dir() {
+                stack.push(path.clone());
+            }
+            if let Some(v) = what(&path, &md) {
+                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), v);
+            }
+        }
+    }
+    out
+}
+
+/// Every path under `root` (not the sync's own names).
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+    walk(root, |path, md| {
+        if path.to_string_lossy().contains(CONFLICT_MARKER) {
+            None
+        } else if md.file_type().is_symlink() {
+            Some(Node::Link(std::fs::read_link(path).unwrap()))
+        } else if md.is_dir() {
+            Some(Node::Dir {
+                mode: md.mode() & 0o7777,
+            })
+        } else {
+            Some(Node::File {
+                data: std::fs::read(path).unwrap(),
+                mode: md.mode() & 0o7777,
+                mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            })
+        }
+    })
+}
+
+pub fn assert_same(pair: &Pair) {
+    let (a, b) = (snapshot(&pair.src), snapshot(&pair.dst_root));
+    if a != b {
+        let only_a: Vec<_> = a.keys().filter(|k| b.get(*k) != a.get(*k)).collect();
+        let only_b: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+        panic!("trees differ: differing or missing on the standby {only_a:?}, extra {only_b:?}");
+    }
+}
+
+pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
+    let ts = nix::sys::time::TimeSpec::new(secs, nanos);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &ts,
+        &ts,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
