@@ -41,7 +41,7 @@ use super::diff::{delete_guard, diff, TreeWalk, What};
 use super::manifest::{Entry, Kind, LoadStatus, Manifest, RelPath};
 use super::receive::FileMeta;
 use super::session::{excludes, manifest_file};
-use super::{check_source, scan, tree};
+use super::{check_source, scan_with, tree, ScanOptions};
 use crate::config::{Config, SyncPath};
 use crate::link::frame;
 use crate::link::protocol::{KeepOld, Request, Response};
@@ -99,6 +99,9 @@ pub struct SyncSummary {
     pub held: u64,
     /// Why a path or a file was not synced.
     pub errors: Vec<String>,
+    /// Files the configuration kept back this run (larger than
+    /// `max_file_size`, a SQLite database not snapshotted): also logged.
+    pub warnings: Vec<String>,
     /// Paths refused whole for safety (an empty or unmounted source, a run
     /// that would delete too much): also in `errors`; the operator is
     /// alerted for each.
@@ -277,9 +280,16 @@ impl<C: Channel> PathRun<'_, C> {
                 return Err(Stop::Path(e));
             }
             let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
-            tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file))
-                .await
-                .map_err(|e| anyhow!("the scan task failed: {e}"))??
+            let dir = self.state_dir.to_path_buf();
+            let (local, warnings) =
+                tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file, &dir))
+                    .await
+                    .map_err(|e| anyhow!("the scan task failed: {e}"))??;
+            for w in warnings {
+                self.log.warn(&format!("sync: {w}"));
+                self.sum.warnings.push(w);
+            }
+            local
         };
         let local_tree = tree(&local);
 
@@ -443,7 +453,7 @@ impl<C: Channel> PathRun<'_, C> {
                         Some(Kind::File { size, .. }) => *size,
                         _ => 0,
                     };
-                    let file = root.join(c.path.as_path());
+                    let file = super::sqlite::source_file(self.sp, self.state_dir, &c.path);
                     if *size <= WHOLE_MAX && old_size < DELTA_MIN_OLD {
                         self.send_whole(&file, &c.path, meta, keep_old).await
                     } else {
@@ -588,8 +598,15 @@ impl<C: Channel> PathRun<'_, C> {
     }
 }
 
-/// Check, scan and save the manifest of one source path.
-fn scan_source(sp: &SyncPath, verify: bool, manifest_file: &Path) -> Result<Manifest> {
+/// Check, scan and save the manifest of one source path; also the warnings
+/// for the files its options keep back (too large, a database that could
+/// not be snapshotted).
+fn scan_source(
+    sp: &SyncPath,
+    verify: bool,
+    manifest_file: &Path,
+    state_dir: &Path,
+) -> Result<(Manifest, Vec<String>)> {
     check_source(&sp.path)?;
     let excludes = excludes(sp)?;
     let previous = if verify {
@@ -597,11 +614,18 @@ fn scan_source(sp: &SyncPath, verify: bool, manifest_file: &Path) -> Result<Mani
     } else {
         Manifest::load(manifest_file).manifest
     };
-    let (local, _report) = scan(&sp.path, &excludes, &previous, SystemTime::now())?;
+    let opts = ScanOptions::sender(sp, state_dir)?;
+    let (local, report) = scan_with(&sp.path, &excludes, &previous, SystemTime::now(), &opts)?;
+    let warnings = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason.is_warning())
+        .map(|s| format!("{}/{}: {}", sp.path.display(), s.path, s.reason))
+        .collect();
     if local != previous {
         save(&local, manifest_file)?;
     }
-    Ok(local)
+    Ok((local, warnings))
 }
 
 fn save(m: &Manifest, file: &Path) -> Result<()> {

@@ -9,3 +9,4 @@ pub mod smtp;
 pub mod snmptrapd;
 pub mod sshd;
 pub mod syslog;
+pub mod tree;
