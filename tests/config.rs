@@ -875,6 +875,36 @@ fn overlapping_sync_paths_name_both_and_the_other_line() {
 }
 
 #[test]
+fn the_examples_commented_sync_options_are_valid_once_uncommented() {
+    let path = example_path();
+    let src = std::fs::read_to_string(&path).unwrap();
+    let mut uncommented = String::new();
+    for line in src.lines() {
+        let line = match line.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with("[[sync.")
+                    || rest.starts_with("path = ")
+                    || rest.starts_with("sqlite = ") =>
+            {
+                rest
+            }
+            _ => line,
+        };
+        uncommented.push_str(line);
+        uncommented.push('\n');
+    }
+    let c = parse(&uncommented, &path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.sync.paths[1].path, Path::new("/var/lib/asterisk"));
+    assert_eq!(c.sync.paths[1].sqlite, [PathBuf::from("astdb.sqlite3")]);
+    assert_eq!(
+        c.sync.targets,
+        [SyncTarget {
+            path: "/mnt/nas/pbx".into()
+        }]
+    );
+}
+
+#[test]
 fn max_file_size_reads_human_sizes_and_refuses_zero() {
     let c = ok(&with(
         r#"path = "/etc/asterisk""#,

@@ -579,3 +579,74 @@ fn a_pass_of_the_active_node_mirrors_the_targets_with_the_peer_down() {
         "{history}"
     );
 }
+
+/// The mirror's file work runs off the async thread: a ticker on the same
+/// current-thread runtime (as the loop's health rounds are) keeps ticking
+/// while a 64 MiB file is written to a target and hashed there.
+#[test]
+fn mirroring_does_not_stall_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let (src, nas, state) = (base.join("src"), base.join("nas"), base.join("state"));
+    std::fs::create_dir_all(&nas).unwrap();
+    let mut data = vec![0u8; 64 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 24) as u8;
+    }
+    write(&src.join("recording.wav"), &data, 0o644, (1_700_000_000, 0));
+    drop(data);
+    let text = format!(
+        "[cluster]\nname = \"t\"\nservice_address = \"192.0.2.123/24\"\nstate_dir = \"{}\"\n\
+         [nodes.master]\naddress = \"127.0.0.2\"\ninterface = \"lo\"\n\
+         [nodes.slave]\naddress = \"127.0.0.1\"\ninterface = \"lo\"\n\
+         [[sync.path]]\npath = \"{}\"\n[[sync.target]]\npath = \"{}\"\n",
+        state.display(),
+        src.display(),
+        nas.display()
+    );
+    let cfg = sip_ha::config::parse(&text, &base.join("sip-ha.toml")).unwrap();
+    let log = sip_ha::log::Logger::new("master", None, false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (results, worst) = rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            async move {
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(10)));
+                }
+                worst
+            }
+        });
+        let results = sip_ha::sync::target::push_targets(
+            &cfg,
+            &state,
+            &log,
+            sip_ha::sync::send::PushOptions::default(),
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        (results, ticker.await.unwrap())
+    });
+    let sum = results[0].1.as_ref().unwrap();
+    assert_eq!((sum.files_sent, sum.errors.len()), (1, 0), "{sum}");
+    assert_same_tree(&src, &nas.join(src.strip_prefix("/").unwrap()));
+    println!(
+        "64 MiB mirrored in {:?}; the runtime was late by {worst:?} at most",
+        sum.elapsed
+    );
+    assert!(
+        worst < Duration::from_millis(400),
+        "a tick was {worst:?} late: file work ran on the async thread"
+    );
+}
