@@ -580,6 +580,37 @@ fn a_pass_of_the_active_node_mirrors_the_targets_with_the_peer_down() {
     );
 }
 
+/// For the tests that drive the library: a config of the sync path `src`
+/// and the target `nas` (no peer is reached), a logger, and a runtime like
+/// the loop's (one thread).
+fn local_mirror(
+    base: &Path,
+    src: &Path,
+    nas: &Path,
+    state: &Path,
+) -> (
+    sip_ha::config::Config,
+    sip_ha::log::Logger,
+    tokio::runtime::Runtime,
+) {
+    let text = format!(
+        "[cluster]\nname = \"t\"\nservice_address = \"192.0.2.123/24\"\nstate_dir = \"{}\"\n\
+         [nodes.master]\naddress = \"127.0.0.2\"\ninterface = \"lo\"\n\
+         [nodes.slave]\naddress = \"127.0.0.1\"\ninterface = \"lo\"\n\
+         [[sync.path]]\npath = \"{}\"\n[[sync.target]]\npath = \"{}\"\n",
+        state.display(),
+        src.display(),
+        nas.display()
+    );
+    let cfg = sip_ha::config::parse(&text, &base.join("sip-ha.toml")).unwrap();
+    let log = sip_ha::log::Logger::new("master", None, false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (cfg, log, rt)
+}
+
 /// The mirror's file work runs off the async thread: a ticker on the same
 /// current-thread runtime (as the loop's health rounds are) keeps ticking
 /// while a 64 MiB file is written to a target and hashed there.
@@ -599,21 +630,7 @@ fn mirroring_does_not_stall_the_runtime() {
     }
     write(&src.join("recording.wav"), &data, 0o644, (1_700_000_000, 0));
     drop(data);
-    let text = format!(
-        "[cluster]\nname = \"t\"\nservice_address = \"192.0.2.123/24\"\nstate_dir = \"{}\"\n\
-         [nodes.master]\naddress = \"127.0.0.2\"\ninterface = \"lo\"\n\
-         [nodes.slave]\naddress = \"127.0.0.1\"\ninterface = \"lo\"\n\
-         [[sync.path]]\npath = \"{}\"\n[[sync.target]]\npath = \"{}\"\n",
-        state.display(),
-        src.display(),
-        nas.display()
-    );
-    let cfg = sip_ha::config::parse(&text, &base.join("sip-ha.toml")).unwrap();
-    let log = sip_ha::log::Logger::new("master", None, false);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (cfg, log, rt) = local_mirror(&base, &src, &nas, &state);
     let (results, worst) = rt.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = tokio::spawn({
@@ -649,4 +666,72 @@ fn mirroring_does_not_stall_the_runtime() {
         worst < Duration::from_millis(400),
         "a tick was {worst:?} late: file work ran on the async thread"
     );
+}
+
+/// Timing, not a check: `cargo test --release --test sync_target --
+/// --ignored --nocapture bench`. 10,000 files of 1 KiB in 100 directories
+/// mirrored to a target (first copy, a quiet run, 1% changed), beside
+/// `rsync -a --delete` between the same kind of directories.
+#[test]
+#[ignore]
+fn bench_target_10k_small_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let (src, nas, state) = (base.join("src"), base.join("nas"), base.join("state"));
+    let rsync_dst = base.join("rsync");
+    std::fs::create_dir_all(&nas).unwrap();
+    std::fs::create_dir_all(&rsync_dst).unwrap();
+    let file = |i: usize| src.join(format!("d{:03}/f{i}.wav", i % 100));
+    for i in 0..10_000 {
+        write(
+            &file(i),
+            &[b'a' + (i % 26) as u8; 1024],
+            0o644,
+            (1_700_000_000, 0),
+        );
+    }
+    let (cfg, log, rt) = local_mirror(&base, &src, &nas, &state);
+    let mirror = || {
+        let t = Instant::now();
+        let r = rt.block_on(sip_ha::sync::target::push_targets(
+            &cfg,
+            &state,
+            &log,
+            sip_ha::sync::send::PushOptions::default(),
+        ));
+        let sum = r[0].1.as_ref().unwrap();
+        assert!(sum.ok(), "{sum}");
+        (t.elapsed(), sum.files_sent)
+    };
+    let rsync = || {
+        let t = Instant::now();
+        let st = Command::new("rsync")
+            .args(["-a", "--delete"])
+            .arg(format!("{}/", src.display()))
+            .arg(&rsync_dst)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t.elapsed()
+    };
+    let first = (mirror(), rsync());
+    std::thread::sleep(Duration::from_secs(3));
+    let quiet = (mirror(), rsync());
+    for i in (0..10_000).step_by(100) {
+        write(&file(i), &[b'z'; 1024], 0o644, (1_700_000_100, 0));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let changed = (mirror(), rsync());
+    for (what, ((ours, files), theirs)) in [
+        ("first copy", first),
+        ("no change", quiet),
+        ("1% changed", changed),
+    ] {
+        println!(
+            "{what:>10}: target mirror {:>8.3} s ({files} files sent), rsync -a --delete {:>8.3} s",
+            ours.as_secs_f64(),
+            theirs.as_secs_f64()
+        );
+    }
+    assert_same_tree(&src, &nas.join(src.strip_prefix("/").unwrap()));
 }
