@@ -3,8 +3,8 @@
 
 use sip_ha::config::{
     check, load, parse, Alert, Check, CheckKind, Cluster, Config, ConfigError, Health, Hooks,
-    MailVia, NodeConfig, Peer, PeerPath, SipTarget, Smtp, SnmpTarget, Ssh, Sync, SyncPath, TlsMode,
-    Transport, Witness,
+    MailVia, NodeConfig, Peer, PeerPath, SipTarget, Smtp, SnmpTarget, Ssh, Sync, SyncPath,
+    SyncTarget, TlsMode, Transport, Witness,
 };
 use sip_ha::log::Facility;
 use sip_ha_core::{Failback, Role};
@@ -178,9 +178,12 @@ fn the_shipped_example_is_valid_and_resolves_as_documented() {
                 path: "/etc/asterisk".into(),
                 exclude: vec!["*.tmp".into()],
                 delete: true,
+                max_file_size: Some(1 << 30),
+                sqlite: vec![],
             }],
             max_delete_percent: 50,
             trash_days: 14,
+            targets: vec![],
         },
         alert: Alert {
             email_to: vec!["ops@example.com".into()],
@@ -869,6 +872,183 @@ fn overlapping_sync_paths_name_both_and_the_other_line() {
         r#"path = "/var/spool/asterisk/voicemail""#,
         r#"path = "/etc/asterisk2""#,
     ));
+}
+
+#[test]
+fn the_examples_commented_sync_options_are_valid_once_uncommented() {
+    let path = example_path();
+    let src = std::fs::read_to_string(&path).unwrap();
+    let mut uncommented = String::new();
+    for line in src.lines() {
+        let line = match line.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with("[[sync.")
+                    || rest.starts_with("path = ")
+                    || rest.starts_with("sqlite = ") =>
+            {
+                rest
+            }
+            _ => line,
+        };
+        uncommented.push_str(line);
+        uncommented.push('\n');
+    }
+    let c = parse(&uncommented, &path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.sync.paths[1].path, Path::new("/var/lib/asterisk"));
+    assert_eq!(c.sync.paths[1].sqlite, [PathBuf::from("astdb.sqlite3")]);
+    assert_eq!(
+        c.sync.targets,
+        [SyncTarget {
+            path: "/mnt/nas/pbx".into()
+        }]
+    );
+}
+
+#[test]
+fn max_file_size_reads_human_sizes_and_refuses_zero() {
+    let c = ok(&with(
+        r#"path = "/etc/asterisk""#,
+        "path = \"/etc/asterisk\"\nmax_file_size = \"500 MB\"",
+    ));
+    assert_eq!(c.sync.paths[0].max_file_size, Some(500_000_000));
+    assert_eq!(c.sync.paths[1].max_file_size, None, "no limit by default");
+    let c = ok(&with(
+        r#"path = "/etc/asterisk""#,
+        "path = \"/etc/asterisk\"\nmax_file_size = \"2GiB\"",
+    ));
+    assert_eq!(c.sync.paths[0].max_file_size, Some(2 << 30));
+
+    let e = err(&with(
+        r#"path = "/etc/asterisk""#,
+        "path = \"/etc/asterisk\"\nmax_file_size = \"0 GiB\"",
+    ));
+    assert_error(
+        &e,
+        32,
+        17,
+        &["max_file_size \"0 GiB\" is zero", "a size above zero"],
+    );
+    let e = err(&with(
+        r#"path = "/etc/asterisk""#,
+        "path = \"/etc/asterisk\"\nmax_file_size = \"2 gigs\"",
+    ));
+    assert_error(
+        &e,
+        32,
+        17,
+        &["cannot read `max_file_size`", "unknown unit", "\"2GiB\""],
+    );
+    let e = err(&with(
+        r#"path = "/etc/asterisk""#,
+        "path = \"/etc/asterisk\"\nmax_file_size = 1000",
+    ));
+    assert_error(&e, 32, 17, &["`max_file_size` in [[sync.path]]", "string"]);
+}
+
+#[test]
+fn sqlite_databases_are_relative_inside_and_not_excluded() {
+    let c = ok(&with(
+        r#"path = "/var/spool/asterisk/voicemail""#,
+        "path = \"/var/lib/asterisk\"\nsqlite = [\"astdb.sqlite3\", \"./db//other.sqlite3\"]",
+    ));
+    assert_eq!(
+        c.sync.paths[1].sqlite,
+        [
+            PathBuf::from("astdb.sqlite3"),
+            PathBuf::from("db/other.sqlite3")
+        ]
+    );
+    assert!(c.sync.paths[0].sqlite.is_empty());
+
+    let at = |list: &str| {
+        err(&with(
+            r#"path = "/var/spool/asterisk/voicemail""#,
+            &format!("path = \"/var/lib/asterisk\"\nexclude = [\"*.db\"]\nsqlite = [{list}]"),
+        ))
+    };
+    let e = at(r#""/var/lib/asterisk/astdb.sqlite3""#);
+    assert_error(
+        &e,
+        36,
+        11,
+        &[
+            "is absolute",
+            "relative to the sync path /var/lib/asterisk",
+            "astdb.sqlite3",
+        ],
+    );
+    let e = at(r#""../etc/astdb.sqlite3""#);
+    assert_error(&e, 36, 11, &["contains \"..\"", "inside /var/lib/asterisk"]);
+    let e = at(r#""astdb.sqlite3", "cache/x.db""#);
+    assert_error(
+        &e,
+        36,
+        28,
+        &[
+            "\"cache/x.db\" is excluded by the pattern \"*.db\"",
+            "never be sent",
+        ],
+    );
+    let e = at(r#""astdb.sqlite3", "./astdb.sqlite3""#);
+    assert_error(&e, 36, 28, &["listed twice (also line 36)"]);
+    let e = at(r#""""#);
+    assert_error(&e, 36, 11, &["names no file"]);
+}
+
+#[test]
+fn sync_targets_must_be_absolute_once_and_apart_from_the_paths() {
+    let c = ok(&plus("\n[[sync.target]]\npath = \"/mnt/nas/pbx/\"\n"));
+    assert_eq!(
+        c.sync.targets,
+        [SyncTarget {
+            path: "/mnt/nas/pbx".into()
+        }]
+    );
+    assert!(ok(BASE).sync.targets.is_empty());
+
+    let target = |path: &str| err(&plus(&format!("\n[[sync.target]]\npath = \"{path}\"\n")));
+    let expected = "an existing directory";
+    assert_error(
+        &target("mnt/nas"),
+        37,
+        8,
+        &["\"mnt/nas\" is not absolute", expected],
+    );
+    assert_error(
+        &target("/mnt/../etc"),
+        37,
+        8,
+        &["contains \"..\"", expected],
+    );
+    assert_error(&target("/"), 37, 8, &["over the whole system"]);
+    assert_error(
+        &target("/etc/asterisk/backup"),
+        37,
+        8,
+        &[
+            "/etc/asterisk/backup is inside the sync path /etc/asterisk (line 31)",
+            "copy itself",
+        ],
+    );
+    assert_error(
+        &target("/var/spool"),
+        37,
+        8,
+        &["/var/spool contains the sync path /var/spool/asterisk/voicemail (line 34)"],
+    );
+    let e = err(&plus(
+        "\n[[sync.target]]\npath = \"/mnt/a\"\n\n[[sync.target]]\npath = \"/mnt/a/\"\n",
+    ));
+    assert_error(&e, 40, 8, &["/mnt/a is listed twice (also line 37)"]);
+    let e = err(&plus("\n[[sync.target]]\n"));
+    assert_error(&e, 36, 1, &["missing `path` in [[sync.target]]", expected]);
+    let e = err(&plus("\n[[sync.target]]\npaht = \"/mnt/a\"\n"));
+    assert_error(
+        &e,
+        37,
+        1,
+        &["unknown key `paht` in [[sync.target]]", "one of: path"],
+    );
 }
 
 // ---- alert

@@ -7,7 +7,8 @@
 //! (the loop pushes every `sync.interval` on its own), connects to
 //! `sip-ha serve` on the peer, runs [`push_with`] and ends with one summary
 //! line. The result is recorded in the state (`last_sync`), which `-v`
-//! shows.
+//! shows. Then each `[[sync.target]]` is mirrored (even when the peer could
+//! not be reached), with one summary line each.
 //!
 //! `--dry-run` compares and lists what would change, and changes nothing;
 //! `--verify` hashes every file on both sides instead of trusting
@@ -22,6 +23,7 @@ use crate::link::PeerLink;
 use crate::log::Logger;
 use crate::state::{self, SyncRecord};
 use crate::sync::send::{push_with, PushOptions, SyncSummary};
+use crate::sync::target;
 use anyhow::Result;
 use sip_ha_core::{Role, Stance};
 
@@ -67,13 +69,16 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
     };
     let rt = super::runtime()?;
     let result = rt.block_on(sync(&cfg, role, &log, opts));
-    match result {
+    let peer: Result<i32> = match result {
         Ok(sum) => {
             for line in &sum.planned {
                 println!("{line}");
             }
             for line in &sum.conflicts {
                 println!("conflict: {line}");
+            }
+            for line in &sum.warnings {
+                eprintln!("sip-ha: warning: {line}");
             }
             for line in &sum.errors {
                 eprintln!("sip-ha: {line}");
@@ -109,7 +114,10 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
             }
             Ok(2)
         }
-    }
+    };
+    // Local mirrors, also when the peer could not be reached.
+    let targets = rt.block_on(target::push_targets(&cfg, &dir, &log, opts));
+    Ok(peer?.max(target::print(&targets, opts.dry_run)))
 }
 
 async fn sync(cfg: &Config, role: Role, log: &Logger, opts: PushOptions) -> Result<SyncSummary> {

@@ -163,7 +163,7 @@ fn table_label(keys: &[String]) -> String {
     let joined = keys.join(".");
     match joined.as_str() {
         "" => "the top level".to_owned(),
-        "health.check" | "sync.path" | "alert.snmp" => format!("[[{joined}]]"),
+        "health.check" | "sync.path" | "sync.target" | "alert.snmp" => format!("[[{joined}]]"),
         _ => format!("[{joined}]"),
     }
 }

@@ -1109,6 +1109,7 @@ impl Ctx<'_> {
             paths: Vec::new(),
             max_delete_percent: 50,
             trash_days: 14,
+            targets: Vec::new(),
         };
         let Some(raw) = raw else { return sync };
         sync.interval = self.duration(&raw.interval, "interval", sync.interval, true);
@@ -1222,13 +1223,164 @@ impl Ctx<'_> {
                     exclude.push(pattern.get_ref().clone());
                 }
             }
+            let max_file_size = self.max_file_size(&entry.max_file_size);
+            let sqlite = self.sqlite_list(entry.sqlite.as_ref(), &exclude, &normal);
             sync.paths.push(SyncPath {
                 path: normal,
                 exclude,
                 delete: entry.delete.as_ref().is_none_or(|d| *d.get_ref()),
+                max_file_size,
+                sqlite,
             });
         }
+        sync.targets = self.sync_targets(&raw.target, &seen);
         sync
+    }
+
+    /// A `[[sync.path]]`'s `max_file_size`: a size above zero.
+    fn max_file_size(&mut self, v: &Option<Spanned<String>>) -> Option<u64> {
+        let s = v.as_ref()?;
+        match super::size::parse_size(s.get_ref()) {
+            Ok(0) => {
+                self.error(
+                    s.span(),
+                    format!(
+                        "max_file_size \"{}\" is zero: no file could be sent",
+                        s.get_ref()
+                    ),
+                    Some("a size above zero, or no `max_file_size` line for no limit"),
+                );
+                None
+            }
+            Ok(n) => Some(n),
+            Err(why) => {
+                self.error(
+                    s.span(),
+                    format!("cannot read `max_file_size`: {why}"),
+                    Some(super::size::EXPECTED),
+                );
+                None
+            }
+        }
+    }
+
+    /// A `[[sync.path]]`'s `sqlite` list: paths relative to the sync path,
+    /// inside it, not excluded, each once.
+    fn sqlite_list(
+        &mut self,
+        v: Option<&Spanned<Vec<Spanned<String>>>>,
+        exclude: &[String],
+        sync_path: &Path,
+    ) -> Vec<PathBuf> {
+        const EXPECTED: &str =
+            "a database file relative to the sync path, like \"astdb.sqlite3\" or \"db/astdb.sqlite3\"";
+        let mut out: Vec<(PathBuf, Range<usize>)> = Vec::new();
+        for item in v.map_or(&[][..], |l| l.get_ref().as_slice()) {
+            let text = item.get_ref();
+            let path = Path::new(text);
+            let normal: PathBuf = path
+                .components()
+                .filter(|c| *c != Component::CurDir)
+                .collect();
+            let problem = if text.trim().is_empty() || normal.as_os_str().is_empty() {
+                Some(format!("sqlite database \"{text}\" names no file"))
+            } else if path.is_absolute() {
+                Some(format!(
+                    "sqlite database \"{text}\" is absolute; it is relative to the sync path {}",
+                    sync_path.display()
+                ))
+            } else if path.components().any(|c| c == Component::ParentDir) {
+                Some(format!(
+                    "sqlite database \"{text}\" contains \"..\": it must be inside {}",
+                    sync_path.display()
+                ))
+            } else if let Some(pattern) = exclude.iter().find(|p| {
+                globset::Glob::new(p).is_ok_and(|g| g.compile_matcher().is_match(&normal))
+            }) {
+                Some(format!(
+                    "sqlite database \"{text}\" is excluded by the pattern \"{pattern}\", so it would never be sent"
+                ))
+            } else if let Some((_, first)) = out.iter().find(|(p, _)| *p == normal) {
+                Some(format!(
+                    "sqlite database \"{text}\" is listed twice (also line {})",
+                    self.line(first)
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some(message) => self.error(item.span(), message, Some(EXPECTED)),
+                None => out.push((normal, item.span())),
+            }
+        }
+        out.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The `[[sync.target]]`s: absolute, not `/`, each once, and neither
+    /// inside a sync path nor holding one (`paths`: the sync paths and
+    /// where they are written).
+    fn sync_targets(
+        &mut self,
+        raw: &[Spanned<raw::RawSyncTarget>],
+        paths: &[(PathBuf, Range<usize>)],
+    ) -> Vec<SyncTarget> {
+        const EXPECTED: &str =
+            "an existing directory on the mirror's file system, like \"/mnt/nas/pbx\"";
+        let mut seen: Vec<(PathBuf, Range<usize>)> = Vec::new();
+        for entry in raw {
+            let Some(p) = self.required(
+                &entry.get_ref().path,
+                "path",
+                "[[sync.target]]",
+                &entry.span(),
+                EXPECTED,
+            ) else {
+                continue;
+            };
+            let text = p.get_ref();
+            let path = Path::new(text);
+            let normal: PathBuf = path.components().collect();
+            let problem = if !path.is_absolute() {
+                Some(format!("sync target \"{text}\" is not absolute"))
+            } else if path.components().any(|c| c == Component::ParentDir) {
+                Some(format!("sync target \"{text}\" contains \"..\""))
+            } else if normal == Path::new("/") {
+                Some("sync target \"/\" would write the mirror over the whole system".to_owned())
+            } else if let Some((_, first)) = seen.iter().find(|(t, _)| *t == normal) {
+                Some(format!(
+                    "sync target {} is listed twice (also line {})",
+                    normal.display(),
+                    self.line(first)
+                ))
+            } else if let Some((sp, line)) = paths
+                .iter()
+                .find(|(sp, _)| normal.starts_with(sp) || sp.starts_with(&normal))
+                .map(|(sp, span)| (sp, self.line(span)))
+            {
+                Some(if normal.starts_with(sp) {
+                    format!(
+                        "sync target {} is inside the sync path {} (line {line}): the mirror would copy itself",
+                        normal.display(),
+                        sp.display()
+                    )
+                } else {
+                    format!(
+                        "sync target {} contains the sync path {} (line {line}): the mirror would write into what it copies",
+                        normal.display(),
+                        sp.display()
+                    )
+                })
+            } else {
+                None
+            };
+            match problem {
+                Some(message) => self.error(p.span(), message, Some(EXPECTED)),
+                None => seen.push((normal, p.span())),
+            }
+        }
+        seen.into_iter()
+            .map(|(path, _)| SyncTarget { path })
+            .collect()
     }
 
     fn hooks(&mut self, raw: Option<&raw::RawHooks>) -> Hooks {

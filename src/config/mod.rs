@@ -12,9 +12,11 @@
 mod error;
 mod load;
 mod raw;
+mod size;
 
 pub use error::{line_col, ConfigError};
 pub use load::{check, load, parse};
+pub use size::{format_size, parse_size};
 
 use ipnet::IpNet;
 use sip_ha_core::{Failback, Role};
@@ -200,6 +202,17 @@ pub struct Sync {
     pub max_delete_percent: u32,
     /// Days the standby keeps what a sync deleted or replaced in its trash.
     pub trash_days: u32,
+    /// `[[sync.target]]`: local mirrors (a NAS or NFS mount) the active
+    /// node also copies every path to.
+    pub targets: Vec<SyncTarget>,
+}
+
+/// One `[[sync.target]]`: each `[[sync.path]]` is mirrored to
+/// `<path>/<sync path without its leading />`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncTarget {
+    /// An existing directory; never created by sip-ha.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +221,13 @@ pub struct SyncPath {
     pub exclude: Vec<String>,
     /// Mirror deletions (into the receiver's trash).
     pub delete: bool,
+    /// Files larger than this are not sent (and the other side's copy is
+    /// left alone). `None`: no limit.
+    pub max_file_size: Option<u64>,
+    /// SQLite databases under the path (relative to it, normalized), sent
+    /// as a snapshot taken with the online backup API; their `-wal`, `-shm`
+    /// and `-journal` files never travel.
+    pub sqlite: Vec<PathBuf>,
 }
 
 /// `[alert]`: who hears about a failover, and how. See `crate::alert`.

@@ -210,6 +210,8 @@ pub(crate) struct RawSync {
     pub trash_days: Option<Spanned<i64>>,
     #[serde(default)]
     pub path: Vec<Spanned<RawSyncPath>>,
+    #[serde(default)]
+    pub target: Vec<Spanned<RawSyncTarget>>,
 }
 
 /// One `[[sync.path]]`.
@@ -219,6 +221,15 @@ pub(crate) struct RawSyncPath {
     pub path: Option<Spanned<String>>,
     pub exclude: Option<Spanned<Vec<Spanned<String>>>>,
     pub delete: Option<Spanned<bool>>,
+    pub max_file_size: Option<Spanned<String>>,
+    pub sqlite: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// One `[[sync.target]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSyncTarget {
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[alert]`

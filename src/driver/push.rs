@@ -132,7 +132,8 @@ impl Pusher {
         let (cfg, log) = (cfg.clone(), log.clone());
         let host = cfg.node(role.peer()).address;
         let control_dir = cfg.cluster.state_dir.join("ssh");
-        self.task = Some(tokio::spawn(async move {
+        let (cfg2, log2) = (cfg.clone(), log.clone());
+        let peer = async move {
             let connect = tokio::time::timeout(
                 cfg.ssh.connect_timeout + Duration::from_secs(2),
                 PeerLink::connect(&cfg.ssh, host, &control_dir),
@@ -147,6 +148,14 @@ impl Pusher {
             let record = push(&mut link, &cfg, &log, "every sync.interval").await;
             link.close().await;
             record.unwrap_or_else(Pushed::failed)
+        };
+        self.task = Some(tokio::spawn(async move {
+            let mut pushed = peer.await;
+            // The local mirrors, also when the peer is down.
+            let (conflicts, refused) = crate::sync::target::mirror(&cfg2, &log2).await;
+            pushed.conflicts.extend(conflicts);
+            pushed.refused.extend(refused);
+            pushed
         }));
     }
 

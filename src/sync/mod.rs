@@ -72,6 +72,8 @@ pub mod receive;
 pub mod scan;
 pub mod send;
 pub mod session;
+pub mod sqlite;
+pub mod target;
 pub mod trash;
 pub mod tree;
 
@@ -80,7 +82,7 @@ pub use diff::{
 };
 pub use manifest::{BadPath, Entry, Kind, LoadStatus, Loaded, Manifest, Owner, RelPath, Time};
 pub use scan::{
-    build_excludes, check_source, scan, scan_trusting, ScanReport, SkipReason, Skipped,
+    build_excludes, check_source, scan, scan_with, ScanOptions, ScanReport, SkipReason, Skipped,
     HASH_RETRIES, RACY_WINDOW,
 };
 pub use tree::{tree, Child, NodeKind, Tree};

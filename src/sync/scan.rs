@@ -22,8 +22,16 @@
 //! out of this run and marked unsettled, so the other side keeps its copy.
 //! Devices, fifos, sockets, mount points and unreadable paths are skipped
 //! with a reason, and also marked unsettled.
+//!
+//! The sender's scan ([`scan_with`], [`ScanOptions::sender`]) does two more
+//! things: a file larger than the path's `max_file_size` is skipped and
+//! marked unsettled the same way (so the other side's copy is left alone),
+//! and a SQLite database listed in `sqlite` is described by a consistent
+//! snapshot of it instead of the live file (see [`sqlite`](super::sqlite)).
 
 use super::manifest::{Entry, Kind, Manifest, RelPath, Time};
+use super::sqlite::{self, Snapshots};
+use crate::config::{format_size, SyncPath};
 use anyhow::{bail, Context, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
@@ -36,7 +44,7 @@ use std::io::{ErrorKind, Read};
 use std::iter::Peekable;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use walkdir::WalkDir;
 
@@ -60,6 +68,25 @@ pub enum SkipReason {
     MountPoint,
     /// Could not be read or listed (the error).
     Unreadable(String),
+    /// Larger than the path's `max_file_size`.
+    TooLarge {
+        size: u64,
+        max: u64,
+    },
+    /// A SQLite database that could not be snapshotted (why).
+    NoSnapshot(String),
+}
+
+impl SkipReason {
+    /// Whether the operator should hear of it at each run (a file the
+    /// configuration keeps from being sent), rather than only see it
+    /// counted.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            SkipReason::TooLarge { .. } | SkipReason::NoSnapshot(_)
+        )
+    }
 }
 
 impl fmt::Display for SkipReason {
@@ -73,6 +100,18 @@ impl fmt::Display for SkipReason {
                 f.write_str("a mount point: another file system, not crossed")
             }
             SkipReason::Unreadable(e) => write!(f, "unreadable: {e}"),
+            SkipReason::TooLarge { size, max } => write!(
+                f,
+                "{} ({size} bytes), larger than max_file_size {}: not sent, the other \
+                 side's copy is left alone",
+                format_size(*size),
+                format_size(*max)
+            ),
+            SkipReason::NoSnapshot(e) => write!(
+                f,
+                "SQLite database not snapshotted ({e}): not sent this run, the other \
+                 side's copy is left alone"
+            ),
         }
     }
 }
@@ -177,6 +216,33 @@ pub fn check_source(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a scan does beyond describing the tree (the sender's side; the
+/// default does nothing more).
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Files larger than this are skipped and marked unsettled.
+    pub max_file_size: Option<u64>,
+    /// SQLite databases described by a snapshot of them.
+    pub sqlite: Option<Snapshots>,
+    /// Paths whose previous hash holds in the racy window too, while their
+    /// stat is unchanged: the receiver's own new files, whose hash it
+    /// checked as it wrote them and whose stat it took after putting them
+    /// in place, so that it does not read back every file it received.
+    pub trusted: HashSet<RelPath>,
+}
+
+impl ScanOptions {
+    /// The options of the sender of `sp`, whose snapshots are kept under
+    /// `state_dir`.
+    pub fn sender(sp: &SyncPath, state_dir: &Path) -> Result<ScanOptions> {
+        Ok(ScanOptions {
+            max_file_size: sp.max_file_size,
+            sqlite: Snapshots::of(sp, state_dir)?,
+            trusted: HashSet::new(),
+        })
+    }
+}
+
 /// Describe the tree under `root`. `previous` is the last manifest of the
 /// same root (empty on a first run): unchanged files keep its hashes.
 /// `now` is the scan's clock for the racy test. Errors only when the root
@@ -187,20 +253,16 @@ pub fn scan(
     previous: &Manifest,
     now: SystemTime,
 ) -> Result<(Manifest, ScanReport)> {
-    scan_trusting(root, excludes, previous, now, &HashSet::new())
+    scan_with(root, excludes, previous, now, &ScanOptions::default())
 }
 
-/// [`scan`], taking the previous hash of the `trusted` paths even inside
-/// the racy window when their stat is unchanged: the receiver's own
-/// files, whose hash it checked as it wrote them and whose stat it took
-/// after putting them in place, so that it does not read back every file
-/// it just received.
-pub fn scan_trusting(
+/// [`scan`] with [`ScanOptions`].
+pub fn scan_with(
     root: &Path,
     excludes: &GlobSet,
     previous: &Manifest,
     now: SystemTime,
-    trusted: &HashSet<RelPath>,
+    opts: &ScanOptions,
 ) -> Result<(Manifest, ScanReport)> {
     let started = Instant::now();
     let root_fd = nix::fcntl::open(
@@ -218,12 +280,14 @@ pub fn scan_trusting(
         root_dev,
         previous: previous.entries().iter().peekable(),
         racy_before: Time::from_system(now).minus(RACY_WINDOW),
-        trusted,
         entries: Vec::new(),
         unsettled: Vec::new(),
         report: ScanReport::default(),
         owners: Owners::default(),
         buf: vec![0; READ_BUF],
+        root: root.to_path_buf(),
+        now,
+        opts,
     };
     // Each entry is stat'ed, opened and read relative to its directory's
     // descriptor (`fstatat`, `openat`), not by full path: no path walk per
@@ -392,14 +456,15 @@ struct Scanner<'a> {
     previous: Peekable<btree_map::Iter<'a, RelPath, Entry>>,
     /// Changes at or after this are within the racy window.
     racy_before: Time,
-    /// Paths whose previous hash holds in the racy window too.
-    trusted: &'a HashSet<RelPath>,
     /// In walk order, which is path order.
     entries: Vec<(RelPath, Entry)>,
     unsettled: Vec<RelPath>,
     report: ScanReport,
     owners: Owners,
     buf: Vec<u8>,
+    root: PathBuf,
+    now: SystemTime,
+    opts: &'a ScanOptions,
 }
 
 /// The stat fields that tell whether a file changed.
@@ -476,7 +541,17 @@ impl Scanner<'_> {
 
     fn file(&mut self, dir: BorrowedFd<'_>, name: &[u8], rel: RelPath, st: FileStat) {
         let stat = Stat::of(&st);
-        let racy_before = if self.trusted.contains(&rel) {
+        if let Some(max) = self.opts.max_file_size.filter(|max| stat.size > *max) {
+            let size = stat.size;
+            return self.skip(rel, SkipReason::TooLarge { size, max });
+        }
+        if let Some(snapshots) = self.opts.sqlite.as_ref().filter(|s| s.dbs.contains(&rel)) {
+            let snapshot = sqlite::snapshot_file(&snapshots.dir, &rel);
+            return self.snapshot(rel, &snapshot, st);
+        }
+        // The receiver's own new files: their hash was checked as written
+        // and their stat taken right after (see ScanOptions::trusted).
+        let racy_before = if self.opts.trusted.contains(&rel) {
             Time::new(i64::MAX, 0)
         } else {
             self.racy_before
@@ -514,6 +589,34 @@ impl Scanner<'_> {
             Hashed::Unstable => self.unstable(rel),
             Hashed::Vanished => self.report.vanished += 1,
             Hashed::Failed(e) => self.skip(rel, SkipReason::Unreadable(e.desc().to_string())),
+        }
+    }
+}
+
+impl Scanner<'_> {
+    /// Describe the SQLite database `rel` by its snapshot at `snapshot`:
+    /// the snapshot's size, hash and time (the database's last change), the
+    /// live file's mode and owner.
+    fn snapshot(&mut self, rel: RelPath, snapshot: &Path, st: FileStat) {
+        let live = self.root.join(rel.as_path());
+        match sqlite::take(&live, snapshot, self.now) {
+            Ok(snap) => {
+                self.report.files += 1;
+                if snap.taken {
+                    self.report.files_hashed += 1;
+                    self.report.bytes_hashed += snap.size;
+                }
+                let mut e = self.entry(
+                    Kind::File {
+                        size: snap.size,
+                        hash: snap.hash,
+                    },
+                    &st,
+                );
+                e.mtime = snap.mtime;
+                self.put(rel, e);
+            }
+            Err(e) => self.skip(rel, SkipReason::NoSnapshot(format!("{e:#}"))),
         }
     }
 }

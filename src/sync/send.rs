@@ -41,7 +41,7 @@ use super::diff::{delete_guard, diff, TreeWalk, What};
 use super::manifest::{Entry, Kind, LoadStatus, Manifest, RelPath};
 use super::receive::FileMeta;
 use super::session::{excludes, manifest_file};
-use super::{check_source, scan, tree};
+use super::{check_source, scan_with, tree, ScanOptions};
 use crate::config::{Config, SyncPath};
 use crate::link::frame;
 use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
@@ -115,6 +115,9 @@ pub struct SyncSummary {
     pub held: u64,
     /// Why a path or a file was not synced.
     pub errors: Vec<String>,
+    /// Files the configuration kept back this run (larger than
+    /// `max_file_size`, a SQLite database not snapshotted): also logged.
+    pub warnings: Vec<String>,
     /// Paths refused whole for safety (an empty or unmounted source, a run
     /// that would delete too much): also in `errors`; the operator is
     /// alerted for each.
@@ -333,11 +336,16 @@ impl<C: Channel> PathRun<'_, C> {
         self.link.send(&root_request).await.map_err(Stop::Link)?;
         // 2: our scan, off the async thread.
         let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
-        let scanned = tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file))
+        let dir = self.state_dir.to_path_buf();
+        let scanned = tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file, &dir))
             .await
             .map_err(|e| anyhow!("the scan task failed: {e}"));
         let answer = self.link.recv().await.map_err(Stop::Link)?;
-        let local = scanned??;
+        let (local, warnings) = scanned??;
+        for w in warnings {
+            self.log.warn(&format!("sync: {w}"));
+            self.sum.warnings.push(w);
+        }
         let local_tree = tree(&local);
         let (remote_root, remote_files) = match answer {
             Response::SyncRoot { root, files } => (root, files),
@@ -484,7 +492,7 @@ impl<C: Channel> PathRun<'_, C> {
                         _ => 0,
                     };
                     let job = FileJob {
-                        file: root.join(c.path.as_path()),
+                        file: super::sqlite::source_file(self.sp, self.state_dir, &c.path),
                         rel: c.path.clone(),
                         meta,
                         hash: *hash,
@@ -766,8 +774,15 @@ fn read_batches(jobs: Vec<FileJob>, tx: &tokio::sync::mpsc::Sender<ReadBatch>) {
     }
 }
 
-/// Check, scan and save the manifest of one source path.
-fn scan_source(sp: &SyncPath, verify: bool, manifest_file: &Path) -> Result<Manifest> {
+/// Check, scan and save the manifest of one source path; also the warnings
+/// for the files its options keep back (too large, a database that could
+/// not be snapshotted).
+fn scan_source(
+    sp: &SyncPath,
+    verify: bool,
+    manifest_file: &Path,
+    state_dir: &Path,
+) -> Result<(Manifest, Vec<String>)> {
     check_source(&sp.path)?;
     let excludes = excludes(sp)?;
     let previous = if verify {
@@ -775,11 +790,18 @@ fn scan_source(sp: &SyncPath, verify: bool, manifest_file: &Path) -> Result<Mani
     } else {
         Manifest::load(manifest_file).manifest
     };
-    let (local, _report) = scan(&sp.path, &excludes, &previous, SystemTime::now())?;
+    let opts = ScanOptions::sender(sp, state_dir)?;
+    let (local, report) = scan_with(&sp.path, &excludes, &previous, SystemTime::now(), &opts)?;
+    let warnings = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason.is_warning())
+        .map(|s| format!("{}/{}: {}", sp.path.display(), s.path, s.reason))
+        .collect();
     if local != previous {
         save(&local, manifest_file)?;
     }
-    Ok(local)
+    Ok((local, warnings))
 }
 
 fn save(m: &Manifest, file: &Path) -> Result<()> {

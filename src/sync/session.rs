@@ -117,13 +117,15 @@ pub fn manifest_file(state_dir: &Path, what: &str, path: &Path) -> PathBuf {
 }
 
 /// The excludes both sides scan a path with: the configured ones, plus the
-/// names sync makes for itself (trash, temp files, conflict copies), which
-/// must never travel.
+/// names sync makes for itself (trash, temp files, conflict copies) and the
+/// `-wal`, `-shm` and `-journal` files of its SQLite databases, which must
+/// never travel.
 pub fn excludes(path: &SyncPath) -> Result<GlobSet> {
     let mut patterns = path.exclude.clone();
     patterns.push(super::trash::TRASH_DIR_NAME.to_string());
     patterns.push(format!("*{}*", super::receive::TEMP_MARKER));
     patterns.push(format!("*{}*", super::receive::CONFLICT_MARKER));
+    patterns.extend(super::sqlite::sibling_excludes(path));
     super::scan::build_excludes(&patterns)
         .with_context(|| format!("the excludes of sync path {}", path.path.display()))
 }
@@ -346,12 +348,16 @@ impl Session {
         self.selected = None;
         self.flush_files();
         let (previous, trusted) = self.learn();
-        let (manifest, _) = super::scan::scan_trusting(
+        let opts = super::ScanOptions {
+            trusted,
+            ..Default::default()
+        };
+        let (manifest, _) = super::scan::scan_with(
             self.rx.root(),
             &self.excludes,
             &previous,
             SystemTime::now(),
-            &trusted,
+            &opts,
         )?;
         save_manifest(&manifest, &self.manifest_file)?;
         self.tree = tree(&manifest);

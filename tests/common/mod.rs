@@ -10,3 +10,4 @@ pub mod snmptrapd;
 pub mod sshd;
 pub mod sync_pair;
 pub mod syslog;
+pub mod tree;
