@@ -171,7 +171,11 @@ fn bench_sync_latency() {
         }
         std::fs::write(data.join("edited.conf"), "edit 0\n").unwrap();
     });
-    must_arrive(&lab, &mirror.join("edited.conf"), "edit 0\n", "first push");
+    // The first copy of a big tree takes a while.
+    let first = lab.wait_until(Duration::from_secs(3600), || {
+        read(&mirror.join("edited.conf")).as_deref() == Some("edit 0\n")
+    });
+    assert!(first, "first push:\n{}", lab.diagnostics());
     let file = data.join("edited.conf");
     let copy = mirror.join("edited.conf");
     let mut times = Vec::new();
@@ -195,4 +199,91 @@ fn bench_sync_latency() {
         times[0],
         times[times.len() - 1]
     );
+}
+
+/// Set for the test run inside a user namespace of its own.
+const IN_USERNS: &str = "SIPHA_TEST_IN_USERNS";
+
+/// Running out of inotify watches is told apart from other failures (the
+/// loop then warns once, naming the sysctl, and pushes every interval
+/// only). The limit is lowered in a user namespace of its own, where it
+/// binds this test alone: `unshare -U -r` runs the helper below there.
+#[test]
+fn running_out_of_inotify_watches_is_reported() {
+    if !common::netns::is_root() {
+        eprintln!("skipped: needs root (unshare -U, max_inotify_watches)");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = lab::run_with_timeout(
+        std::process::Command::new("unshare")
+            .args(["-U", "-r"])
+            .arg(exe)
+            .args(["--exact", "watch_limit_in_a_user_namespace"])
+            .args(["--ignored", "--nocapture", "--test-threads=1"])
+            .env(IN_USERNS, "1"),
+        lab::COMMAND_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "a helper: running_out_of_inotify_watches_is_reported runs it in a user namespace"]
+fn watch_limit_in_a_user_namespace() {
+    use sip_ha::config::SyncPath;
+    use sip_ha::driver::watch::{News, StartError, Watch};
+    assert!(
+        std::env::var_os(IN_USERNS).is_some(),
+        "run by running_out_of_inotify_watches_is_reported, in a user namespace"
+    );
+    std::fs::write("/proc/sys/user/max_inotify_watches", "4").unwrap();
+    let tree = |dirs: usize| {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..dirs {
+            std::fs::create_dir(root.path().join(format!("d{i}"))).unwrap();
+        }
+        let paths = vec![SyncPath {
+            path: root.path().to_path_buf(),
+            exclude: Vec::new(),
+            delete: true,
+        }];
+        (root, paths)
+    };
+    // Within the limit, then new directories past it: news for the loop.
+    let (root, paths) = tree(1);
+    let watch = Watch::start(&paths).unwrap_or_else(|e| panic!("{e:?}"));
+    for i in 1..6 {
+        std::fs::create_dir(root.path().join(format!("d{i}"))).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let news = rt.block_on(async {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match watch.next().await {
+                    News::Limit => return News::Limit,
+                    // The directories' creation, before the limit was hit.
+                    News::Push(_) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+    });
+    assert_eq!(news.ok(), Some(News::Limit));
+    drop(watch);
+    // Past the limit from the start.
+    let (_root, paths) = tree(8);
+    match Watch::start(&paths) {
+        Err(StartError::Limit(p)) => assert_eq!(p, paths),
+        Err(other) => panic!("not told apart: {other:?}"),
+        Ok(_) => panic!("8 directories watched with 4 watches?"),
+    }
 }

@@ -41,6 +41,10 @@ pub struct Pusher {
     /// A resident loop watches the paths while active; a cron pass not.
     watching: bool,
     watch: Option<Watch>,
+    /// A watch being set up (it walks the trees: off the async thread).
+    watch_starting: Option<JoinHandle<Result<Watch, watch::StartError>>>,
+    /// The watch just started: push once, for what changed meanwhile.
+    watch_ready: bool,
     /// Why there is no watch for now.
     watch_hold: Option<Hold>,
     /// An operator's `sip-ha sync` waiting for its turn.
@@ -289,9 +293,15 @@ impl Pusher {
         let due = self
             .last_start
             .is_none_or(|t| t.elapsed() >= cfg.sync.interval);
-        if self.task.is_none() && (due || self.asked.is_some()) {
-            self.start(cfg, role, log, "every sync.interval".into());
+        if self.task.is_some() {
+            return;
         }
+        if due || self.asked.is_some() {
+            self.start(cfg, role, log, "every sync.interval".into());
+        } else if self.watch_ready {
+            self.start(cfg, role, log, "once the watch was set up".into());
+        }
+        self.watch_ready = false;
     }
 
     /// After a push ended, outside a round: the next one, if due.
@@ -334,18 +344,37 @@ impl Pusher {
         if !self.watching || self.watch.is_some() {
             return;
         }
+        if let Some(starting) = self.watch_starting.as_mut() {
+            let Some(joined) = futures_util::FutureExt::now_or_never(starting) else {
+                return;
+            };
+            self.watch_starting = None;
+            let started = joined.unwrap_or_else(|e| {
+                Err(watch::StartError::Other(anyhow::anyhow!(
+                    "the task setting up the watch failed: {e}"
+                )))
+            });
+            self.watch_started(started, log);
+            return;
+        }
         match self.watch_hold {
             Some(Hold::Off) => return,
             Some(Hold::Until(t)) if Instant::now() < t => return,
             _ => {}
         }
-        match Watch::start(&cfg.sync.paths) {
+        let paths = cfg.sync.paths.clone();
+        self.watch_starting = Some(tokio::task::spawn_blocking(move || Watch::start(&paths)));
+    }
+
+    fn watch_started(&mut self, started: Result<Watch, watch::StartError>, log: &Logger) {
+        match started {
             Ok(w) => {
                 self.watch = Some(w);
                 self.watch_hold = None;
+                self.watch_ready = true;
             }
-            Err(watch::StartError::Limit) => {
-                log.warn(&watch::limit_message(&cfg.sync.paths));
+            Err(watch::StartError::Limit(paths)) => {
+                log.warn(&watch::limit_message(&paths));
                 self.watch_hold = Some(Hold::Off);
             }
             Err(watch::StartError::Other(e)) => {
@@ -412,15 +441,15 @@ impl Pusher {
     pub fn stand_down(&mut self) {
         self.stop();
         self.active = false;
-        self.watch = None;
-        self.watch_hold = None;
-        self.link = None;
+        self.reload();
         self.orphans.extend(self.asked.take().map(|(id, _)| id));
     }
 
     /// A new configuration: watch and connect afresh.
     pub fn reload(&mut self) {
         self.watch = None;
+        // A watch being set up finishes on its own and is dropped.
+        self.watch_starting = None;
         self.watch_hold = None;
         self.link = None;
     }

@@ -234,8 +234,8 @@ pub struct Watch {
 /// Why a watch could not start.
 #[derive(Debug)]
 pub enum StartError {
-    /// The inotify watches ran out: [`limit_message`].
-    Limit,
+    /// The inotify watches ran out ([`limit_message`] of these paths).
+    Limit(Vec<SyncPath>),
     Other(anyhow::Error),
 }
 
@@ -267,7 +267,7 @@ impl Watch {
         for p in paths {
             if let Err(e) = watcher.watch(&p.path, RecursiveMode::Recursive) {
                 return Err(match e.kind {
-                    notify::ErrorKind::MaxFilesWatch => StartError::Limit,
+                    notify::ErrorKind::MaxFilesWatch => StartError::Limit(paths.to_vec()),
                     _ => StartError::Other(anyhow!("cannot watch {}: {e}", p.path.display())),
                 });
             }
