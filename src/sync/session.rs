@@ -459,7 +459,13 @@ pub fn answer(
             inc.file.commit(&hash)?;
             Ok(Response::Ok)
         }
-        Request::SyncDone => s.done(),
+        Request::SyncDone => {
+            let done = s.done();
+            // Free the manifest now: the sender may keep the link open
+            // until its next push.
+            *session = None;
+            done
+        }
         other => bail!("not a sync request: {other:?}"),
     }
 }
