@@ -26,6 +26,11 @@ use tokio::task::{JoinError, JoinHandle};
 /// the trees.
 const WATCH_RETRY: Duration = Duration::from_secs(30);
 
+/// After a push failed (the standby unreachable, a path refused), pushes
+/// for changes wait this long, or `sync.interval` if shorter: a burst of
+/// edits must not become a burst of failed logins and alerts.
+const FAILED_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Pushes of one node.
 #[derive(Default)]
 pub struct Pusher {
@@ -43,8 +48,11 @@ pub struct Pusher {
     watch: Option<Watch>,
     /// A watch being set up (it walks the trees: off the async thread).
     watch_starting: Option<JoinHandle<Result<Watch, watch::StartError>>>,
-    /// The watch just started: push once, for what changed meanwhile.
-    watch_ready: bool,
+    /// A push for changes, waiting for the running one or for the backoff
+    /// after a failure: why.
+    deferred: Option<String>,
+    /// When the last push that failed ended.
+    last_failed: Option<Instant>,
     /// Why there is no watch for now.
     watch_hold: Option<Hold>,
     /// An operator's `sip-ha sync` waiting for its turn.
@@ -254,17 +262,29 @@ impl Pusher {
         match joined {
             Ok(done) => {
                 self.link = done.link;
+                self.failed_or_not(&done.finished);
                 done.finished
             }
             Err(e) => {
                 let msg = format!("the sync task failed: {e}");
-                Finished {
+                let finished = Finished {
                     answer: asked.map(|id| (id, SyncReport::new(&Err(msg.clone()), false))),
                     pushed: Pushed::failed(msg),
                     record: true,
-                }
+                };
+                self.failed_or_not(&finished);
+                finished
             }
         }
+    }
+
+    fn failed_or_not(&mut self, f: &Finished) {
+        self.last_failed = (!f.pushed.record.ok).then(Instant::now);
+    }
+
+    fn backing_off(&self, cfg: &Config) -> bool {
+        let wait = cfg.sync.interval.min(FAILED_BACKOFF);
+        self.last_failed.is_some_and(|t| t.elapsed() < wait)
     }
 
     /// Wait until a push ends or, with none running, the watch has news.
@@ -298,10 +318,10 @@ impl Pusher {
         }
         if due || self.asked.is_some() {
             self.start(cfg, role, log, "every sync.interval".into());
-        } else if self.watch_ready {
-            self.start(cfg, role, log, "once the watch was set up".into());
+        } else if self.deferred.is_some() && !self.backing_off(cfg) {
+            let why = self.deferred.take().unwrap_or_default();
+            self.start(cfg, role, log, why);
         }
-        self.watch_ready = false;
     }
 
     /// After a push ended, outside a round: the next one, if due.
@@ -335,8 +355,11 @@ impl Pusher {
                 return;
             }
         };
-        if self.task.is_none() {
+        if self.task.is_none() && !self.backing_off(cfg) {
             self.start(cfg, role, log, why);
+        } else {
+            // Started by a round once the backoff is over.
+            self.deferred.get_or_insert(why);
         }
     }
 
@@ -371,7 +394,9 @@ impl Pusher {
             Ok(w) => {
                 self.watch = Some(w);
                 self.watch_hold = None;
-                self.watch_ready = true;
+                // For what changed while the watch was set up.
+                self.deferred
+                    .get_or_insert("once the watch was set up".into());
             }
             Err(watch::StartError::Limit(paths)) => {
                 log.warn(&watch::limit_message(&paths));
@@ -393,6 +418,8 @@ impl Pusher {
     /// Start a push on the kept session: the operator's, if one waits.
     fn start(&mut self, cfg: &Config, role: Role, log: &Logger, why: String) {
         self.last_start = Some(Instant::now());
+        // Every push compares whole trees: it covers what was deferred.
+        self.deferred = None;
         let asked = self.asked.take();
         let (why, opts) = match asked {
             Some((_, a)) => ("asked by `sip-ha sync`".to_string(), a.options()),
@@ -447,6 +474,7 @@ impl Pusher {
 
     /// A new configuration: watch and connect afresh.
     pub fn reload(&mut self) {
+        self.deferred = None;
         self.watch = None;
         // A watch being set up finishes on its own and is dropped.
         self.watch_starting = None;
