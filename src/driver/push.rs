@@ -9,6 +9,13 @@
 //! so it runs in the round, on the round's link, after any periodic push
 //! has been stopped (the receiver refuses a second sender anyway once it
 //! holds the address).
+//!
+//! In a resident loop the active node also watches the paths ([`watch`]):
+//! a change starts a push at once, on the SSH session kept from the last
+//! push. A change during a push, or within a backoff after a failed one,
+//! waits and is pushed after it (every push compares whole trees, so one
+//! later push covers any number of changes). An operator's `sip-ha sync`
+//! handed to the loop is the next push, with its options.
 
 use super::requests::{SyncAsk, SyncReport};
 use super::watch::{self, Due, News, Watch};
