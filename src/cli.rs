@@ -104,7 +104,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Copy the [sync] paths to the standby server now (on the active
     /// server only). Ends with a summary line: files and bytes sent, bytes
-    /// on the wire, time.
+    /// on the wire, time. With `run --loop` running, the loop does it.
     Sync(SyncArgs),
     /// Alerts: with --test, send a test message on every configured channel
     /// (mail straight through the real transport, a syslog line, an SNMP

@@ -3,12 +3,13 @@
 //! Sync flows one way, from the active server (the one holding the service
 //! address, or whose state says it is taking it) to the standby; on the
 //! standby this command refuses and names the active server. It takes the
-//! state lock like `sip-ha run`, so it never runs beside a pass or the loop
-//! (the loop pushes every `sync.interval` on its own), connects to
-//! `sip-ha serve` on the peer, runs [`push_with`] and ends with one summary
-//! line. The result is recorded in the state (`last_sync`), which `-v`
-//! shows. Then each `[[sync.target]]` is mirrored (even when the peer could
-//! not be reached), with one summary line each.
+//! state lock like `sip-ha run`, so it never runs beside a pass, connects
+//! to `sip-ha serve` on the peer, runs [`push_with`] and ends with one
+//! summary line. The result is recorded in the state (`last_sync`), which
+//! `-v` shows. Then each `[[sync.target]]` is mirrored (even when the peer
+//! could not be reached), with one summary line each. With a loop running,
+//! it is handed to the loop instead (as `-f` is: `driver::requests`), which
+//! pushes on its own session and answers with the same lines.
 //!
 //! `--dry-run` compares and lists what would change, and changes nothing;
 //! `--verify` hashes every file on both sides instead of trusting
@@ -19,6 +20,7 @@
 
 use crate::cli::{Cli, SyncArgs};
 use crate::config::Config;
+use crate::driver::requests::{self, SyncAsk, SyncReport};
 use crate::link::PeerLink;
 use crate::log::Logger;
 use crate::state::{self, SyncRecord};
@@ -26,6 +28,7 @@ use crate::sync::send::{push_with, PushOptions, SyncSummary};
 use crate::sync::target;
 use anyhow::Result;
 use sip_ha_core::{Role, Stance};
+use std::time::Duration;
 
 pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
     let (cfg, role) = match super::load_or_refuse(cli) {
@@ -43,6 +46,9 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
     let dir = cfg.cluster.state_dir.clone();
     state::ensure_dir(&dir)?;
     let Some(_lock) = state::try_lock(&dir)? else {
+        if requests::loop_pid(&dir).is_some() {
+            return hand_off(&cfg, args);
+        }
         eprintln!(
             "sip-ha: another sip-ha pass or the loop holds {}/lock: try again in a moment \
              (the loop pushes every {} on its own)",
@@ -56,11 +62,7 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
     let me = cfg.node(role);
     let holds = crate::identity::holds(&me.interface, cfg.cluster.service_address.addr())?;
     if !holds && st.memory.stance != Stance::Active {
-        let peer = role.peer();
-        eprintln!(
-            "sip-ha: this server is standby: sync flows from the active server ({peer}, {}) only",
-            cfg.node(peer).address
-        );
+        eprintln!("sip-ha: {}", requests::standby_refusal(&cfg, role));
         return Ok(1);
     }
     let opts = PushOptions {
@@ -71,33 +73,14 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
     let result = rt.block_on(sync(&cfg, role, &log, opts));
     let peer: Result<i32> = match result {
         Ok(sum) => {
-            for line in &sum.planned {
-                println!("{line}");
-            }
-            for line in &sum.conflicts {
-                println!("conflict: {line}");
-            }
-            for line in &sum.warnings {
-                eprintln!("sip-ha: warning: {line}");
-            }
-            for line in &sum.errors {
-                eprintln!("sip-ha: {line}");
-            }
-            let line = if opts.dry_run {
-                format!(
-                    "dry run, nothing changed: {} changes to make; {sum}",
-                    sum.planned.len()
-                )
-            } else {
-                sum.to_string()
-            };
-            println!("{line}");
+            let report = SyncReport::new(&Ok(sum.clone()), opts.dry_run);
+            report.print();
             if !opts.dry_run {
-                log.info(&line);
+                log.info(&sum.to_string());
                 st.last_sync = Some(sum.record());
                 state::save(&dir, &st)?;
             }
-            Ok(if sum.ok() { 0 } else { 1 })
+            Ok(report.code)
         }
         Err(e) => {
             eprintln!("sip-ha: {e:#}");
@@ -118,6 +101,31 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
     // Local mirrors, also when the peer could not be reached.
     let targets = rt.block_on(target::push_targets(&cfg, &dir, &log, opts));
     Ok(peer?.max(target::print(&targets, opts.dry_run)))
+}
+
+/// The loop holds the lock: it runs the push, this waits for its report.
+fn hand_off(cfg: &Config, args: &SyncArgs) -> Result<i32> {
+    let ask = SyncAsk {
+        dry_run: args.dry_run,
+        verify: args.verify,
+    };
+    // A push may wait for one already running, then take as long itself.
+    let wait = 2 * crate::driver::push_limit(cfg) + Duration::from_secs(30);
+    let report = match requests::submit_sync(&cfg.cluster.state_dir, ask, wait)? {
+        Some(requests::Answer {
+            sync: Some(report), ..
+        }) => report,
+        Some(requests::Answer { error: Some(e), .. }) => {
+            SyncReport::refused(&format!("the sip-ha loop could not run the sync: {e}"), 2)
+        }
+        Some(_) => SyncReport::refused("the sip-ha loop answered something else", 2),
+        None => SyncReport::refused(
+            &format!("the sip-ha loop did not answer within {wait:?}: see syslog"),
+            2,
+        ),
+    };
+    report.print();
+    Ok(report.code)
 }
 
 async fn sync(cfg: &Config, role: Role, log: &Logger, opts: PushOptions) -> Result<SyncSummary> {

@@ -6,6 +6,8 @@
 //! * [`requests`]: how `-f`, `-d` and `--enable` reach a running loop.
 //! * [`hooks`]: the operator's `[hooks]` commands.
 //! * `push`: the active node's pushes of the sync paths, beside the rounds.
+//! * [`watch`]: while active, the loop's watch on the sync paths, so a
+//!   change is pushed at once.
 //!
 //! A cron pass (`sip-ha run`) is one round under the lock; see
 //! `commands/run.rs`.
@@ -15,10 +17,12 @@ mod push;
 pub mod requests;
 pub mod resident;
 pub mod round;
+pub mod watch;
 
 use crate::config::Config;
 use sip_ha_core::Policy;
 
+pub use push::limit as push_limit;
 pub use round::{Driver, Outcome};
 
 /// The decision core's thresholds, from the config.

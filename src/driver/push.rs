@@ -9,20 +9,72 @@
 //! so it runs in the round, on the round's link, after any periodic push
 //! has been stopped (the receiver refuses a second sender anyway once it
 //! holds the address).
+//!
+//! In a resident loop the active node also watches the paths ([`watch`]):
+//! a change starts a push at once, on the SSH session kept from the last
+//! push. A change during a push, or within a backoff after a failed one,
+//! waits and is pushed after it (every push compares whole trees, so one
+//! later push covers any number of changes). An operator's `sip-ha sync`
+//! handed to the loop is the next push, with its options.
 
+use super::requests::{SyncAsk, SyncReport};
+use super::watch::{self, Due, News, Watch};
 use crate::config::Config;
 use crate::link::PeerLink;
 use crate::log::Logger;
 use crate::state::{now_ms, SyncRecord};
+use crate::sync::send::{push_with, PushOptions, SyncSummary};
 use sip_ha_core::{Event, EventKind, Role};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
+
+/// How soon a watch that failed to start is tried again: each try walks
+/// the trees.
+const WATCH_RETRY: Duration = Duration::from_secs(30);
+
+/// After a push failed (the standby unreachable, a path refused), pushes
+/// for changes wait this long, or `sync.interval` if shorter: a burst of
+/// edits must not become a burst of failed logins and alerts.
+const FAILED_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Pushes of one node.
 #[derive(Default)]
 pub struct Pusher {
-    task: Option<JoinHandle<Pushed>>,
+    task: Option<JoinHandle<Done>>,
+    /// The operator's request the running push answers.
+    running_ask: Option<u64>,
     last_start: Option<Instant>,
+    /// The SSH session pushes run on, kept between them while active: a
+    /// push after a change must not wait for a login.
+    link: Option<PeerLink>,
+    /// Whether this node was active at the last round.
+    active: bool,
+    /// A resident loop watches the paths while active; a cron pass not.
+    watching: bool,
+    watch: Option<Watch>,
+    /// A watch being set up (it walks the trees: off the async thread).
+    watch_starting: Option<JoinHandle<Result<Watch, watch::StartError>>>,
+    /// A push for changes, waiting for the running one or for the backoff
+    /// after a failure: why.
+    deferred: Option<String>,
+    /// When the last push that failed ended.
+    last_failed: Option<Instant>,
+    /// Why there is no watch for now.
+    watch_hold: Option<Hold>,
+    /// An operator's `sip-ha sync` waiting for its turn.
+    asked: Option<(u64, SyncAsk)>,
+    /// Operators' requests that will not run (this node stood down, or
+    /// their push was stopped): the loop answers them.
+    orphans: Vec<u64>,
+}
+
+/// Why the paths are not watched.
+enum Hold {
+    /// Starting the watch failed; try again then.
+    Until(Instant),
+    /// The inotify watches ran out: not until a reload or a stand-down.
+    Off,
 }
 
 /// How a push went: the record `-v` shows, and what the operator must be
@@ -42,6 +94,38 @@ impl Pushed {
             refused: Vec::new(),
         }
     }
+
+    fn of(result: &Result<SyncSummary, String>) -> Pushed {
+        match result {
+            Ok(sum) => Pushed {
+                record: sum.record(),
+                conflicts: sum.conflicts.clone(),
+                refused: sum.refused.clone(),
+            },
+            Err(e) => Pushed::failed(e.clone()),
+        }
+    }
+}
+
+/// A push that ended, as the task hands it back.
+struct Done {
+    finished: Finished,
+    link: Option<PeerLink>,
+}
+
+/// A push that ended, for the driver.
+pub struct Finished {
+    pub pushed: Pushed,
+    /// Whether it goes into the state (a dry run does not).
+    pub record: bool,
+    /// The operator's request it answers, and the answer.
+    pub answer: Option<(u64, SyncReport)>,
+}
+
+/// What woke the loop.
+pub enum Wake {
+    Finished(Finished),
+    Watch(News),
 }
 
 fn failed(error: String) -> SyncRecord {
@@ -56,20 +140,36 @@ fn failed(error: String) -> SyncRecord {
 
 /// How long one push may take before it is given up (and resumed, from
 /// where the files already committed leave it, at the next interval).
-fn limit(cfg: &Config) -> Duration {
+pub fn limit(cfg: &Config) -> Duration {
     cfg.sync.interval.max(Duration::from_secs(10))
 }
 
-/// Push every path over `link` and log how it went.
+/// Why a push stopped without a summary.
+enum Failure {
+    /// The link broke (or never worked).
+    Link(String),
+    TimedOut(String),
+}
+
+impl Failure {
+    fn message(self) -> String {
+        match self {
+            Failure::Link(m) | Failure::TimedOut(m) => m,
+        }
+    }
+}
+
+/// Push every path over `link`; log the summary.
 async fn push(
     link: &mut PeerLink,
     cfg: &Config,
     log: &Logger,
     why: &str,
-) -> Result<Pushed, String> {
+    opts: PushOptions,
+) -> Result<SyncSummary, Failure> {
     let dir = cfg.cluster.state_dir.clone();
     let limit = limit(cfg);
-    match tokio::time::timeout(limit, crate::sync::send::push(link, cfg, &dir, log)).await {
+    match tokio::time::timeout(limit, push_with(link, cfg, &dir, log, opts)).await {
         Ok(Ok(sum)) => {
             let line = format!("sync {why}: {sum}");
             if !sum.ok() {
@@ -79,93 +179,321 @@ async fn push(
             } else {
                 log.info(&line);
             }
-            Ok(Pushed {
-                record: sum.record(),
-                conflicts: sum.conflicts.clone(),
-                refused: sum.refused.clone(),
-            })
+            Ok(sum)
         }
-        Ok(Err(e)) => {
-            let msg = format!("{e:#}");
-            log.error(&format!("sync {why} failed: {msg}"));
-            Err(msg)
-        }
-        Err(_) => {
-            let msg =
-                format!("sync did not finish within {limit:?}; it resumes at the next interval");
-            log.error(&format!("sync {why}: {msg}"));
-            Err(msg)
-        }
+        Ok(Err(e)) => Err(Failure::Link(format!("{e:#}"))),
+        Err(_) => Err(Failure::TimedOut(format!(
+            "sync did not finish within {limit:?}; it resumes at the next interval"
+        ))),
     }
 }
 
+async fn connect(cfg: &Config, host: IpAddr) -> Result<PeerLink, String> {
+    let control_dir = cfg.cluster.state_dir.join("ssh");
+    let connect = tokio::time::timeout(
+        cfg.ssh.connect_timeout + Duration::from_secs(2),
+        PeerLink::connect(&cfg.ssh, host, &control_dir),
+    );
+    match connect.await {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(e)) => Err(format!("no SSH session for the sync: {e:#}")),
+        Err(_) => Err(format!("no SSH session to {host} for the sync in time")),
+    }
+}
+
+/// Push on `kept` if there is one, else on a new session; the session to
+/// keep (none after a failure).
+async fn push_on(
+    kept: Option<PeerLink>,
+    host: IpAddr,
+    cfg: &Config,
+    log: &Logger,
+    why: &str,
+    opts: PushOptions,
+) -> (Result<SyncSummary, String>, Option<PeerLink>) {
+    let reused = kept.is_some();
+    let mut link = match kept {
+        Some(l) => l,
+        None => match connect(cfg, host).await {
+            Ok(l) => l,
+            Err(e) => return (Err(e), None),
+        },
+    };
+    let result = match push(&mut link, cfg, log, why, opts).await {
+        Ok(sum) => return (Ok(sum), Some(link)),
+        // A kept session may have died while idle: once more, afresh.
+        Err(Failure::Link(e)) if reused => {
+            log.debug(&format!(
+                "sync {why}: the kept SSH session failed ({e}); reconnecting"
+            ));
+            drop(link);
+            match connect(cfg, host).await {
+                Ok(mut l) => match push(&mut l, cfg, log, why, opts).await {
+                    Ok(sum) => return (Ok(sum), Some(l)),
+                    Err(f) => f.message(),
+                },
+                Err(e) => e,
+            }
+        }
+        Err(f) => f.message(),
+    };
+    log.error(&format!("sync {why} failed: {result}"));
+    (Err(result), None)
+}
+
 impl Pusher {
-    /// The result of a finished periodic push, if one finished.
-    pub fn collect(&mut self) -> Option<Pushed> {
+    /// A resident loop's: it also watches the paths while active.
+    pub fn watch_while_active(&mut self) {
+        self.watching = true;
+    }
+
+    /// The result of a finished push, if one finished.
+    pub fn collect(&mut self) -> Option<Finished> {
         if !self.task.as_ref().is_some_and(|t| t.is_finished()) {
             return None;
         }
         let task = self.task.take()?;
         // A finished task: this does not wait.
         let joined = futures_util::FutureExt::now_or_never(task)?;
-        Some(joined.unwrap_or_else(|e| Pushed::failed(format!("the sync task failed: {e}"))))
+        Some(self.ended(joined))
     }
 
-    /// Wait for a running periodic push (a cron pass, before it exits).
-    pub async fn finish(&mut self) -> Option<Pushed> {
-        let task = self.task.take()?;
-        Some(
-            task.await
-                .unwrap_or_else(|e| Pushed::failed(format!("the sync task failed: {e}"))),
-        )
+    /// Wait for a running push (a cron pass, before it exits).
+    pub async fn finish(&mut self) -> Option<Finished> {
+        let joined = self.task.take()?.await;
+        Some(self.ended(joined))
     }
 
-    /// Start a periodic push if one is due and none is running.
+    fn ended(&mut self, joined: Result<Done, JoinError>) -> Finished {
+        let asked = self.running_ask.take();
+        match joined {
+            Ok(done) => {
+                self.link = done.link;
+                self.failed_or_not(&done.finished);
+                done.finished
+            }
+            Err(e) => {
+                let msg = format!("the sync task failed: {e}");
+                let finished = Finished {
+                    answer: asked.map(|id| (id, SyncReport::new(&Err(msg.clone()), false))),
+                    pushed: Pushed::failed(msg),
+                    record: true,
+                };
+                self.failed_or_not(&finished);
+                finished
+            }
+        }
+    }
+
+    fn failed_or_not(&mut self, f: &Finished) {
+        self.last_failed = (!f.pushed.record.ok).then(Instant::now);
+    }
+
+    fn backing_off(&self, cfg: &Config) -> bool {
+        let wait = cfg.sync.interval.min(FAILED_BACKOFF);
+        self.last_failed.is_some_and(|t| t.elapsed() < wait)
+    }
+
+    /// Wait until a push ends or, with none running, the watch has news.
+    /// Cancel-safe: a dropped wait loses nothing.
+    pub async fn next(&mut self) -> Wake {
+        if let Some(task) = self.task.as_mut() {
+            let joined = task.await;
+            self.task = None;
+            return Wake::Finished(self.ended(joined));
+        }
+        match &self.watch {
+            Some(w) => Wake::Watch(w.next().await),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// While active (each round): watch the paths, and start a push if an
+    /// operator asked for one or `sync.interval` has passed, unless one
+    /// runs.
     pub fn maybe_start(&mut self, cfg: &Config, role: Role, log: &Logger) {
+        self.active = true;
+        if cfg.sync.paths.is_empty() {
+            return;
+        }
+        self.ensure_watch(cfg, log);
         let due = self
             .last_start
             .is_none_or(|t| t.elapsed() >= cfg.sync.interval);
-        if cfg.sync.paths.is_empty() || self.task.is_some() || !due {
+        if self.task.is_some() {
             return;
         }
+        if due || self.asked.is_some() {
+            self.start(cfg, role, log, "every sync.interval".into());
+        } else if self.deferred.is_some() && !self.backing_off(cfg) {
+            let why = self.deferred.take().unwrap_or_default();
+            self.start(cfg, role, log, why);
+        }
+    }
+
+    /// After a push ended, outside a round: the next one, if due.
+    pub fn resume(&mut self, cfg: &Config, role: Role, log: &Logger) {
+        if self.active {
+            self.maybe_start(cfg, role, log);
+        }
+    }
+
+    /// Act on the watch's news (`next` gives it only with no push running).
+    pub fn on_news(&mut self, news: News, cfg: &Config, role: Role, log: &Logger) {
+        let why = match news {
+            News::Push(Due::Changed { first, events }) => {
+                format!("after {events} change(s) ({})", first.display())
+            }
+            News::Push(Due::Lapse(why)) => {
+                log.warn(&format!(
+                    "watching the sync paths: {why}; pushing everything"
+                ));
+                "after the watch lost events".into()
+            }
+            News::RootGone => {
+                // Watched afresh at the next round, if it is back.
+                self.watch = None;
+                "after a sync path itself was removed or moved".into()
+            }
+            News::Limit => {
+                log.warn(&watch::limit_message(&cfg.sync.paths));
+                self.watch = None;
+                self.watch_hold = Some(Hold::Off);
+                return;
+            }
+        };
+        if self.task.is_none() && !self.backing_off(cfg) {
+            self.start(cfg, role, log, why);
+        } else {
+            // Started by a round once the backoff is over.
+            self.deferred.get_or_insert(why);
+        }
+    }
+
+    fn ensure_watch(&mut self, cfg: &Config, log: &Logger) {
+        if !self.watching || self.watch.is_some() {
+            return;
+        }
+        if let Some(starting) = self.watch_starting.as_mut() {
+            let Some(joined) = futures_util::FutureExt::now_or_never(starting) else {
+                return;
+            };
+            self.watch_starting = None;
+            let started = joined.unwrap_or_else(|e| {
+                Err(watch::StartError::Other(anyhow::anyhow!(
+                    "the task setting up the watch failed: {e}"
+                )))
+            });
+            self.watch_started(started, log);
+            return;
+        }
+        match self.watch_hold {
+            Some(Hold::Off) => return,
+            Some(Hold::Until(t)) if Instant::now() < t => return,
+            _ => {}
+        }
+        let paths = cfg.sync.paths.clone();
+        self.watch_starting = Some(tokio::task::spawn_blocking(move || Watch::start(&paths)));
+    }
+
+    fn watch_started(&mut self, started: Result<Watch, watch::StartError>, log: &Logger) {
+        match started {
+            Ok(w) => {
+                self.watch = Some(w);
+                self.watch_hold = None;
+                // For what changed while the watch was set up.
+                self.deferred
+                    .get_or_insert("once the watch was set up".into());
+            }
+            Err(watch::StartError::Limit(paths)) => {
+                log.warn(&watch::limit_message(&paths));
+                self.watch_hold = Some(Hold::Off);
+            }
+            Err(watch::StartError::Other(e)) => {
+                // Said once, not at each retry (a path missing for a while).
+                if !matches!(self.watch_hold, Some(Hold::Until(_))) {
+                    log.warn(&format!(
+                        "{e:#}; changes are pushed every sync.interval until the watch works \
+                         (tried again every {WATCH_RETRY:?})"
+                    ));
+                }
+                self.watch_hold = Some(Hold::Until(Instant::now() + WATCH_RETRY));
+            }
+        }
+    }
+
+    /// Start a push on the kept session: the operator's, if one waits.
+    fn start(&mut self, cfg: &Config, role: Role, log: &Logger, why: String) {
         self.last_start = Some(Instant::now());
+        // Every push compares whole trees: it covers what was deferred.
+        self.deferred = None;
+        let asked = self.asked.take();
+        let (why, opts) = match asked {
+            Some((_, a)) => ("asked by `sip-ha sync`".to_string(), a.options()),
+            None => (why, PushOptions::default()),
+        };
+        self.running_ask = asked.map(|(id, _)| id);
         let (cfg, log) = (cfg.clone(), log.clone());
         let host = cfg.node(role.peer()).address;
-        let control_dir = cfg.cluster.state_dir.join("ssh");
-        let (cfg2, log2) = (cfg.clone(), log.clone());
-        let peer = async move {
-            let connect = tokio::time::timeout(
-                cfg.ssh.connect_timeout + Duration::from_secs(2),
-                PeerLink::connect(&cfg.ssh, host, &control_dir),
-            );
-            let mut link = match connect.await {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => return Pushed::failed(format!("no SSH session for the sync: {e:#}")),
-                Err(_) => {
-                    return Pushed::failed(format!("no SSH session to {host} for the sync in time"))
-                }
-            };
-            let record = push(&mut link, &cfg, &log, "every sync.interval").await;
-            link.close().await;
-            record.unwrap_or_else(Pushed::failed)
-        };
+        let kept = self.link.take();
         self.task = Some(tokio::spawn(async move {
-            let mut pushed = peer.await;
-            // The local mirrors, also when the peer is down.
-            let (conflicts, refused) = crate::sync::target::mirror(&cfg2, &log2).await;
-            pushed.conflicts.extend(conflicts);
-            pushed.refused.extend(refused);
-            pushed
+            let (result, link) = push_on(kept, host, &cfg, &log, &why, opts).await;
+            let mut pushed = Pushed::of(&result);
+            if !opts.dry_run {
+                // The local mirrors, also when the peer is down.
+                let (conflicts, refused) = crate::sync::target::mirror(&cfg, &log).await;
+                pushed.conflicts.extend(conflicts);
+                pushed.refused.extend(refused);
+            }
+            Done {
+                finished: Finished {
+                    pushed,
+                    record: !opts.dry_run,
+                    answer: asked.map(|(id, a)| (id, SyncReport::new(&result, a.dry_run))),
+                },
+                link,
+            }
         }));
     }
 
-    /// Stop a running periodic push (before a handover, or when this node
-    /// is no longer active). Files already committed stay; a file half sent
-    /// is removed by the receiver.
+    /// An operator's `sip-ha sync`: runs as soon as no push does.
+    pub fn ask(&mut self, id: u64, ask: SyncAsk) {
+        if let Some((old, _)) = self.asked.replace((id, ask)) {
+            self.orphans.push(old);
+        }
+    }
+
+    /// Operators' requests that will not run.
+    pub fn take_orphans(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.orphans)
+    }
+
+    /// Stop a running push (before a handover). Files already committed
+    /// stay; a file half sent is removed by the receiver.
     pub fn stop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            // Its session is in an unknown state: it goes with the task.
+            self.orphans.extend(self.running_ask.take());
         }
+    }
+
+    /// This node is not active (any more): stop pushing and watching.
+    pub fn stand_down(&mut self) {
+        self.stop();
+        self.active = false;
+        self.reload();
+        self.orphans.extend(self.asked.take().map(|(id, _)| id));
+    }
+
+    /// A new configuration: watch and connect afresh.
+    pub fn reload(&mut self) {
+        self.deferred = None;
+        self.watch = None;
+        // A watch being set up finishes on its own and is dropped.
+        self.watch_starting = None;
+        self.watch_hold = None;
+        self.link = None;
     }
 
     /// Push now over the round's link, waiting for it (before a handover).
@@ -179,7 +507,14 @@ impl Pusher {
     ) -> Result<Pushed, String> {
         self.stop();
         self.last_start = Some(Instant::now());
-        push(link, cfg, log, why).await
+        match push(link, cfg, log, why, PushOptions::default()).await {
+            Ok(sum) => Ok(Pushed::of(&Ok(sum))),
+            Err(f) => {
+                let msg = f.message();
+                log.error(&format!("sync {why} failed: {msg}"));
+                Err(msg)
+            }
+        }
     }
 }
 

@@ -10,8 +10,11 @@
 //!   restart of sip-ha is not a failover.
 //! * SIGHUP reloads the configuration; an invalid one is refused, logged,
 //!   and the old one stays in force.
+//! * Between rounds, the pushes of the sync paths are looked after: one
+//!   that ended is recorded (and an operator's `sip-ha sync` answered), and
+//!   a change seen by the watch starts one at once (see `watch`).
 
-use super::requests::{self, Answer};
+use super::requests::{self, Answer, Asked};
 use super::Driver;
 use crate::config;
 use anyhow::{Context, Result};
@@ -34,7 +37,11 @@ pub async fn run(mut driver: Driver, config_path: PathBuf, role: Role) -> Result
     );
 
     loop {
-        let request = requests::take(&dir);
+        let (request, sync_ask) = match requests::take(&dir) {
+            Some((id, Asked::Command(c))) => (Some((id, c)), None),
+            Some((id, Asked::Sync(a))) => (None, Some((id, a))),
+            None => (None, None),
+        };
         let result = driver.round(request.map(|(_, c)| c)).await;
         driver.reap();
         let mut hurry = false;
@@ -61,27 +68,50 @@ pub async fn run(mut driver: Driver, config_path: PathBuf, role: Role) -> Result
                     events: o.events.clone(),
                     holds_after: o.holds,
                     error: None,
+                    sync: None,
                 },
                 Err(e) => Answer {
                     id,
                     events: Vec::new(),
                     holds_after: false,
                     error: Some(format!("{e:#}")),
+                    sync: None,
                 },
             };
             if let Err(e) = requests::answer(&dir, &answer) {
                 driver.log().error(&format!("{e:#}"));
             }
         }
+        if let Some((id, ask)) = sync_ask {
+            let holds = result.as_ref().is_ok_and(|o| o.holds);
+            driver.ask_sync(id, ask, holds);
+        }
 
         let interval = driver.cfg().health.interval;
         let pause = if hurry { interval / 5 } else { interval };
-        tokio::select! {
-            _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
-            _ = usr1.recv() => {}
-            _ = hup.recv() => reload(&mut driver, &config_path, role),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+        let next_round = tokio::time::Instant::now() + pause.max(Duration::from_millis(10));
+        // Until the next round, look after the pushes.
+        let stop = loop {
+            let woke = tokio::select! {
+                _ = tokio::time::sleep_until(next_round) => Woke::Round,
+                _ = usr1.recv() => Woke::Round,
+                _ = hup.recv() => Woke::Reload,
+                _ = term.recv() => Woke::Stop,
+                _ = int.recv() => Woke::Stop,
+                news = driver.sync_news() => Woke::Sync(news),
+            };
+            match woke {
+                Woke::Round => break false,
+                Woke::Reload => {
+                    reload(&mut driver, &config_path, role);
+                    break false;
+                }
+                Woke::Stop => break true,
+                Woke::Sync(news) => driver.on_sync_news(news).await,
+            }
+        };
+        if stop {
+            break;
         }
     }
     driver.settle().await;
@@ -91,6 +121,14 @@ pub async fn run(mut driver: Driver, config_path: PathBuf, role: Role) -> Result
         "loop stopped (the service address stays where it is)",
     );
     Ok(())
+}
+
+/// What ended a wait between rounds.
+enum Woke {
+    Round,
+    Reload,
+    Stop,
+    Sync(super::push::Wake),
 }
 
 fn reload(driver: &mut Driver, path: &std::path::Path, role: Role) {

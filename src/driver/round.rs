@@ -58,7 +58,9 @@ impl Driver {
     /// A driver for a resident loop: the SSH link to the peer is kept and
     /// (re)connected in the background.
     pub fn new(cfg: Config, role: Role, state: State, log: Logger) -> Driver {
-        Driver::with_observer(Observer::new(&cfg, role), cfg, role, state, log)
+        let mut d = Driver::with_observer(Observer::new(&cfg, role), cfg, role, state, log);
+        d.pusher.watch_while_active();
+        d
     }
 
     /// A driver for one round (a cron pass, `-f`, `-d`): it waits for the
@@ -106,6 +108,7 @@ impl Driver {
     pub fn reload(&mut self, cfg: Config) {
         self.observer = Observer::new(&cfg, self.role);
         self.alerter.reload(&cfg);
+        self.pusher.reload();
         self.log.facility = cfg.alert.syslog_facility;
         self.cfg = cfg;
     }
@@ -181,15 +184,16 @@ impl Driver {
         }
 
         self.state.memory = node.into_memory();
-        if let Some(p) = self.pusher.collect() {
-            events.extend(self.record_push(&p));
+        if let Some(f) = self.pusher.collect() {
+            events.extend(self.push_finished(f));
         }
         if holds {
             self.pusher.maybe_start(&self.cfg, self.role, &self.log);
         } else {
             // Sync flows from the active node only.
-            self.pusher.stop();
+            self.pusher.stand_down();
         }
+        self.answer_orphans();
         state::save(&self.cfg.cluster.state_dir, &self.state)?;
         if released {
             // The peer reads our new stance (saved above) when it wakes.
@@ -288,6 +292,91 @@ impl Driver {
         Some(pushed)
     }
 
+    /// Wait for news of the pushes: one ended, or the watch saw a change.
+    /// Cancel-safe.
+    pub async fn sync_news(&mut self) -> super::push::Wake {
+        self.pusher.next().await
+    }
+
+    /// Act on news of the pushes, beside the rounds: record and alert a
+    /// finished push, answer the operator's, start the next.
+    pub async fn on_sync_news(&mut self, wake: super::push::Wake) {
+        match wake {
+            super::push::Wake::Finished(f) => {
+                self.after_push(f).await;
+                self.pusher.resume(&self.cfg, self.role, &self.log);
+            }
+            super::push::Wake::Watch(news) => {
+                self.pusher.on_news(news, &self.cfg, self.role, &self.log)
+            }
+        }
+        self.answer_orphans();
+    }
+
+    /// An operator's `sip-ha sync` handed to the loop: pushed beside the
+    /// rounds, answered when done; refused unless this node is active.
+    pub fn ask_sync(&mut self, id: u64, ask: super::requests::SyncAsk, holds: bool) {
+        if !holds {
+            let why = super::requests::standby_refusal(&self.cfg, self.role);
+            self.answer_sync(id, super::requests::SyncReport::refused(&why, 1));
+            return;
+        }
+        self.pusher.ask(id, ask);
+        self.pusher.maybe_start(&self.cfg, self.role, &self.log);
+        self.answer_orphans();
+    }
+
+    fn answer_sync(&self, id: u64, report: super::requests::SyncReport) {
+        let answer = super::requests::Answer {
+            id,
+            events: Vec::new(),
+            holds_after: report.code != 1,
+            error: None,
+            sync: Some(report),
+        };
+        if let Err(e) = super::requests::answer(&self.cfg.cluster.state_dir, &answer) {
+            self.log.error(&format!("{e:#}"));
+        }
+    }
+
+    /// Operators' `sip-ha sync` that will not run now.
+    fn answer_orphans(&mut self) {
+        for id in self.pusher.take_orphans() {
+            let why = "the push was stopped: this server is handing over or no longer active";
+            self.answer_sync(id, super::requests::SyncReport::refused(why, 1));
+        }
+    }
+
+    /// A push ended: its events (recorded unless a dry run), and the
+    /// operator's answer if it was theirs.
+    fn push_finished(&mut self, f: super::push::Finished) -> Vec<Event> {
+        if let Some((id, report)) = f.answer {
+            self.answer_sync(id, report);
+        }
+        if f.record {
+            self.record_push(&f.pushed)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// [`push_finished`](Self::push_finished) outside a round: save the
+    /// state and alert here.
+    async fn after_push(&mut self, f: super::push::Finished) {
+        let recorded = f.record;
+        let events = self.push_finished(f);
+        if recorded {
+            if let Err(e) = state::save(&self.cfg.cluster.state_dir, &self.state) {
+                self.log.error(&format!("{e:#}"));
+            }
+        }
+        if let (false, Some(status)) = (events.is_empty(), self.last_status.clone()) {
+            self.alerter
+                .after_round(&events, &status, state::now_ms())
+                .await;
+        }
+    }
+
     /// Remember how a push went (`-v` shows it) and return the events it
     /// raises (sync failing or back, conflicts, refusals), logged here.
     fn record_push(&mut self, p: &super::push::Pushed) -> Vec<Event> {
@@ -381,17 +470,10 @@ impl Driver {
             let _ = t.await;
         }
         // A cron pass ends here: let its sync finish and record it.
-        if let Some(p) = self.pusher.finish().await {
-            let events = self.record_push(&p);
-            if let Err(e) = state::save(&self.cfg.cluster.state_dir, &self.state) {
-                self.log.error(&format!("{e:#}"));
-            }
-            if let (false, Some(status)) = (events.is_empty(), self.last_status.clone()) {
-                self.alerter
-                    .after_round(&events, &status, state::now_ms())
-                    .await;
-            }
+        if let Some(f) = self.pusher.finish().await {
+            self.after_push(f).await;
         }
+        self.answer_orphans();
         self.alerter.settle().await;
     }
 }

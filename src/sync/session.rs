@@ -591,7 +591,13 @@ pub fn answer(
             Ok(Response::Files(s.files(files)))
         }
         Request::FilesFlush => Ok(Response::Files(s.flush_files())),
-        Request::SyncDone => s.done(),
+        Request::SyncDone => {
+            let done = s.done();
+            // Free the manifest now: the sender may keep the link open
+            // until its next push.
+            *session = None;
+            done
+        }
         other => bail!("not a sync request: {other:?}"),
     }
 }

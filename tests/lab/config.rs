@@ -57,6 +57,8 @@ pub struct LabOptions {
     /// Extra arguments for each node's `sip-ha serve` (hidden test options
     /// such as `--sync-prefix {node_dir}/recv`).
     pub serve_args: String,
+    /// Global options given to each `sip-ha run --loop` (e.g. `-l`).
+    pub loop_args: Vec<String>,
 }
 
 impl Default for LabOptions {
@@ -72,6 +74,7 @@ impl Default for LabOptions {
             append: String::new(),
             start_loops: false,
             serve_args: String::new(),
+            loop_args: Vec::new(),
         }
     }
 }
@@ -107,6 +110,13 @@ impl LabOptions {
     /// Extra arguments for `sip-ha serve` on each node.
     pub fn serve_args(mut self, args: &str) -> Self {
         self.serve_args = args.into();
+        self
+    }
+
+    /// Global options for each `sip-ha run --loop`: `-l` puts its detail
+    /// (each push and why) in `loop.log`.
+    pub fn loop_args(mut self, args: &[&str]) -> Self {
+        self.loop_args = args.iter().map(|a| a.to_string()).collect();
         self
     }
 

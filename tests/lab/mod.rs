@@ -219,6 +219,7 @@ impl Lab {
                 lan,
                 service,
                 serve_args: options.serve_args.clone(),
+                loop_args: options.loop_args.clone(),
             })
         });
         let client_ns = ns("client");
@@ -844,7 +845,12 @@ pub fn wait_link_up(ns: &str, iface: &str) {
 
 /// Polls `cond` every 50 ms until it holds (true) or `timeout` passes
 /// (false).
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_until_every(Duration::from_millis(50), timeout, cond)
+}
+
+/// [`wait_until`], polling every `step` (a benchmark's finer clock).
+pub fn wait_until_every(step: Duration, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -853,7 +859,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(step);
     }
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct Spec {
     /// Extra arguments for `sip-ha serve` on this node (its forced
     /// command), `{node_dir}` replaced: e.g. `--sync-prefix {node_dir}/recv`.
     pub serve_args: String,
+    /// Global options for `sip-ha run --loop`.
+    pub loop_args: Vec<String>,
 }
 
 /// The daemons of a node, while they run.
@@ -249,6 +251,7 @@ impl NodeHandle {
         let _ = writeln!(log, "=== lab: sip-ha run --loop started");
         let child = self
             .sip_ha_command()
+            .args(&self.spec.loop_args)
             .args(["run", "--loop"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("duplicate the loop log"))
