@@ -456,3 +456,46 @@ fn bench_10k_small_files() {
     println!("no change:  {quiet2:?} in {quiet2_time:?}");
     assert_same(&pair);
 }
+
+/// On a terminal, `sip-ha sync` draws a progress bar (bytes and files) on
+/// stderr, then the summary; in a pipe (cron, scripts), only the summary.
+/// `script(1)` (util-linux) gives the command a pseudo-terminal.
+#[test]
+fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
+    let pair = Pair::new(50);
+    pair.make_active();
+    for i in 0..200 {
+        let body = vec![b'a' + (i % 26) as u8; 16 * 1024 + i];
+        std::fs::write(pair.src.join(format!("rec{i:03}.wav")), body).unwrap();
+    }
+    let cmd = pair.sync_command();
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("SIP_HA_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sync on a terminal failed:\n{shown}");
+    assert!(
+        shown.contains("/200 files"),
+        "no progress bar on the terminal:\n{shown}"
+    );
+    assert!(
+        shown.contains("sync: 200 files sent"),
+        "no summary:\n{shown}"
+    );
+    assert_same(&pair);
+
+    std::fs::write(pair.src.join("rec000.wav"), b"changed").unwrap();
+    let out = pair.sync(&[]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains("files,"), "a bar in a pipe:\n{all}");
+    assert!(all.contains("sync: 1 files sent"), "{all}");
+}

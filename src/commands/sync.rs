@@ -4,7 +4,7 @@
 //! address, or whose state says it is taking it) to the standby; on the
 //! standby this command refuses and names the active server. It takes the
 //! state lock like `sip-ha run`, so it never runs beside a pass, connects
-//! to `sip-ha serve` on the peer, runs [`push_with`] and ends with one
+//! to `sip-ha serve` on the peer, runs [`push_showing`] (with a progress bar on a terminal) and ends with one
 //! summary line. The result is recorded in the state (`last_sync`), which
 //! `-v` shows. Then each `[[sync.target]]` is mirrored (even when the peer
 //! could not be reached), with one summary line each. With a loop running,
@@ -24,10 +24,11 @@ use crate::driver::requests::{self, SyncAsk, SyncReport};
 use crate::link::PeerLink;
 use crate::log::Logger;
 use crate::state::{self, SyncRecord};
-use crate::sync::send::{push_with, PushOptions, SyncSummary};
+use crate::sync::send::{push_showing, Progress, PushOptions, SyncSummary};
 use crate::sync::target;
 use anyhow::Result;
 use sip_ha_core::{Role, Stance};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32> {
@@ -135,7 +136,57 @@ async fn sync(cfg: &Config, role: Role, log: &Logger, opts: PushOptions) -> Resu
     let mut link = PeerLink::connect(&cfg.ssh, host, &control)
         .await
         .with_context(|| format!("cannot reach sip-ha on the standby ({host}) to sync"))?;
-    let result = push_with(&mut link, cfg, &cfg.cluster.state_dir, log, opts).await;
+    let bar = Bar::new();
+    let result = push_showing(&mut link, cfg, &cfg.cluster.state_dir, log, opts, &bar).await;
+    bar.bar.finish_and_clear();
     link.close().await;
     result
+}
+
+/// The progress bar on a terminal: bytes of the files to send, and how
+/// many files. Drawn on stderr, and only if it is a terminal (cron and
+/// scripts see the summary line alone).
+struct Bar {
+    bar: indicatif::ProgressBar,
+    files: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        // A fixed template: an error here would be ours; plain bar then.
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "sync {bar:30} {bytes}/{total_bytes}, {msg} files, {bytes_per_sec}, eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        Bar {
+            bar,
+            files: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+        }
+    }
+
+    fn show_files(&self) {
+        let (done, files) = (self.done.load(Relaxed), self.files.load(Relaxed));
+        self.bar.set_message(format!("{done}/{files}"));
+    }
+}
+
+impl Progress for Bar {
+    fn planned(&self, files: u64, bytes: u64) {
+        self.files.fetch_add(files, Relaxed);
+        self.bar.inc_length(bytes);
+        self.show_files();
+    }
+
+    fn sent(&self, bytes: u64) {
+        self.done.fetch_add(1, Relaxed);
+        self.bar.inc(bytes);
+        self.show_files();
+    }
 }

@@ -191,6 +191,19 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
+/// Told how a push goes, for a progress bar on a terminal. `()` ignores it.
+pub trait Progress: Sync {
+    /// `files` more files, of `bytes` bytes in all, are to be sent.
+    fn planned(&self, files: u64, bytes: u64);
+    /// One of them, of `bytes` bytes, is in place on the other side.
+    fn sent(&self, bytes: u64);
+}
+
+impl Progress for () {
+    fn planned(&self, _: u64, _: u64) {}
+    fn sent(&self, _: u64) {}
+}
+
 /// [`push`], with options.
 pub async fn push_with<C: Channel>(
     link: &mut C,
@@ -198,6 +211,18 @@ pub async fn push_with<C: Channel>(
     state_dir: &Path,
     log: &Logger,
     opts: PushOptions,
+) -> Result<SyncSummary> {
+    push_showing(link, cfg, state_dir, log, opts, &()).await
+}
+
+/// [`push_with`], telling `progress` as files go.
+pub async fn push_showing<C: Channel>(
+    link: &mut C,
+    cfg: &Config,
+    state_dir: &Path,
+    log: &Logger,
+    opts: PushOptions,
+    progress: &dyn Progress,
 ) -> Result<SyncSummary> {
     let started = Instant::now();
     let wire_before = link.wire_bytes();
@@ -214,6 +239,7 @@ pub async fn push_with<C: Channel>(
             sum: &mut sum,
             failed: false,
             inflight: VecDeque::new(),
+            progress,
         };
         match run.push().await {
             Ok(()) => {}
@@ -245,6 +271,7 @@ struct PathRun<'a, C: Channel> {
     failed: bool,
     /// Requests sent and not yet answered, oldest first.
     inflight: VecDeque<Awaiting>,
+    progress: &'a dyn Progress,
 }
 
 /// What the answer to an outstanding request settles.
@@ -510,6 +537,11 @@ impl<C: Channel> PathRun<'_, C> {
             self.queue(&request, Awaiting::one(&c.path.to_string()))
                 .await?;
         }
+        let content = whole.iter().chain(&deltas);
+        self.progress.planned(
+            (whole.len() + deltas.len()) as u64,
+            content.map(|j| j.meta.size).sum(),
+        );
         self.send_batches(whole).await?;
         self.drain().await?;
         for job in deltas {
@@ -602,6 +634,7 @@ impl<C: Channel> PathRun<'_, C> {
                         None => {
                             self.sum.files_sent += 1;
                             self.sum.bytes_sent += len;
+                            self.progress.sent(len);
                         }
                         Some(e) => {
                             self.item(&rel, Err(Stop::Path(anyhow!("the standby refused: {e}"))))?
@@ -728,6 +761,7 @@ impl<C: Channel> PathRun<'_, C> {
         })
         .await?;
         self.sum.files_sent += 1;
+        self.progress.sent(size);
         Ok(())
     }
 }
