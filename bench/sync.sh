@@ -147,6 +147,9 @@ scenario() { # name
   printf '%-12s sip-ha %8.3f s %12d B   rsync %8.3f s %12d B   rsync/sip-ha %6.2f\n' \
     "$NAME" "$st" "$sb" "$1" "$2" "$(echo "$1 / $st" | bc -l)"
   printf '%-12s   sip-ha said: %s\n' "" "$summary"
+  printf '%-12s   peak RSS KiB: sip-ha sender %s receiver %s; rsync sender %s receiver %s\n' "" \
+    "$(tail -1 "$B/rss-sipha-sender")" "$(tail -1 "$B/rss-sipha-receiver" 2>/dev/null)" \
+    "$(tail -1 "$B/rss-rsync-sender")" "$(tail -1 "$B/rss-rsync-receiver" 2>/dev/null)"
 }
 check_same() {
   if ! diff -r -q -x .sip-ha-trash "$SRC" "$DST_SIPHA" >/dev/null || ! diff -r -q "$SRC" "$B/dst-rsync" >/dev/null; then
@@ -167,15 +170,15 @@ NAME=first-small; scenario; check_same
 echo "generating $BIG big files..." >&2
 $GEN big "$SRC" "$BIG"
 NAME=first-big; scenario; check_same
-# Raw ssh cat of the same bytes, for the throughput comparison.
+# Raw ssh cat of the same bytes, for the throughput comparison: one
+# stream over one connection (as one sync is), written to disk there.
 t0=$(now)
-for f in "$SRC"/monitor/*.wav; do
-  in_ns $RSH root@127.0.0.1 "cat > $B/raw/$(basename "$f")" <"$f"
-done
+cat "$SRC"/monitor/*.wav | in_ns $RSH root@127.0.0.1 "cat > $B/raw/all.wav"
 t1=$(now)
 raw=$(echo "$t1 - $t0" | bc -l)
 bytes=$(du -cb "$SRC"/monitor/*.wav | tail -1 | cut -f1)
 printf '%-12s raw ssh cat %8.3f s for %d bytes (%.1f MB/s)\n' "ssh-cat" "$raw" "$bytes" "$(echo "$bytes / $raw / 1000000" | bc -l)"
+rm -f "$B/raw/all.wav"
 NAME=no-change; scenario
 NAME=1pct; $GEN touch "$SRC" 1 >/dev/null; scenario; check_same
 LAST=$(ls "$SRC"/monitor/*.wav | tail -1)

@@ -662,9 +662,12 @@ fn mirroring_does_not_stall_the_runtime() {
         "64 MiB mirrored in {:?}; the runtime was late by {worst:?} at most",
         sum.elapsed
     );
+    // Relative to the mirror's own time, not a wall-clock bound: file
+    // work on the async thread would hold a tick for most of the mirror.
     assert!(
-        worst < Duration::from_millis(400),
-        "a tick was {worst:?} late: file work ran on the async thread"
+        worst < sum.elapsed / 4,
+        "a tick was {worst:?} late in a {:?} mirror: file work ran on the async thread",
+        sum.elapsed
     );
 }
 

@@ -439,6 +439,16 @@ impl PeerLink {
         }
     }
 
+    /// Hands queued requests to ssh now.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        match tokio::io::AsyncWriteExt::flush(&mut self.writer).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self
+                .broken(anyhow!("link to sip-ha on {} broken: {e}", self.host))
+                .await),
+        }
+    }
+
     /// Flushes queued requests and reads the answer to the oldest one.
     pub async fn recv(&mut self) -> anyhow::Result<Response> {
         let result = async {

@@ -24,6 +24,11 @@ pub trait Channel {
     /// Flush what is queued and read the answer to the oldest unanswered
     /// request.
     async fn recv(&mut self) -> Result<Response>;
+    /// Hand what is queued to the receiver now (before local work that
+    /// the receiver could overlap with its own).
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Frame bytes both ways so far (what the summary reports as "on the
     /// wire"; a local mirror counts its frames as if they crossed a link).
     fn wire_bytes(&self) -> u64;
@@ -41,6 +46,9 @@ impl Channel for PeerLink {
     }
     async fn recv(&mut self) -> Result<Response> {
         PeerLink::recv(self).await
+    }
+    async fn flush(&mut self) -> Result<()> {
+        PeerLink::flush(self).await
     }
     fn wire_bytes(&self) -> u64 {
         PeerLink::wire_bytes(self)

@@ -153,6 +153,10 @@ pub fn delta(
     let have: HashSet<[u8; 32]> = receiver_sig.chunks.iter().map(|c| c.hash).collect();
     let mut stats = DeltaStats::default();
     let mut whole = blake3::Hasher::new();
+    if have.is_empty() {
+        // Nothing to match: plain blocks, no chunking or chunk hashes.
+        return plain(new_file, emit, stats, whole);
+    }
     for_each_chunk(new_file, |_, data| {
         whole.update(data);
         stats.size += data.len() as u64;
@@ -168,6 +172,42 @@ pub fn delta(
             emit(Piece::Data(data.to_vec()))
         }
     })?;
+    stats.file_hash = *whole.finalize().as_bytes();
+    Ok(stats)
+}
+
+/// [`delta`] against an empty signature: the file in [`MAX_CHUNK`]-sized
+/// literal pieces.
+fn plain(
+    mut new_file: impl Read,
+    mut emit: impl FnMut(Piece) -> Result<()>,
+    mut stats: DeltaStats,
+    mut whole: blake3::Hasher,
+) -> Result<DeltaStats> {
+    let mut buf = vec![0u8; MAX_CHUNK as usize];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match new_file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("cannot read the file to send"),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        let data = &buf[..filled];
+        whole.update(data);
+        stats.size += filled as u64;
+        stats.chunks_literal += 1;
+        stats.bytes_literal += filled as u64;
+        emit(Piece::Data(data.to_vec()))?;
+        if filled < buf.len() {
+            break;
+        }
+    }
     stats.file_hash = *whole.finalize().as_bytes();
     Ok(stats)
 }

@@ -509,6 +509,18 @@ impl Manifest {
         })
     }
 
+    /// From a scan's map (never holding the root).
+    pub(crate) fn from_parts(
+        entries: BTreeMap<RelPath, Entry>,
+        unsettled: Vec<RelPath>,
+    ) -> Manifest {
+        debug_assert!(!entries.keys().any(RelPath::is_root));
+        Manifest {
+            entries,
+            unsettled: unsettled.into_iter().collect(),
+        }
+    }
+
     /// Insert a path known not to be the root (a selection's copy).
     pub(crate) fn put(&mut self, path: RelPath, entry: Entry) {
         debug_assert!(!path.is_root());

@@ -666,11 +666,16 @@ impl Receiver {
             };
             for entry in entries {
                 let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-                let path = entry.path();
                 // file_type() does not follow symlinks.
                 let ft = entry
                     .file_type()
-                    .with_context(|| format!("cannot stat {}", path.display()))?;
+                    .with_context(|| format!("cannot stat {}", entry.path().display()))?;
+                // Paths are built only for directories and temp files:
+                // not 100,000 allocations for a tree of recordings.
+                if !ft.is_dir() && !is_temp_name(entry.file_name().as_bytes()) {
+                    continue;
+                }
+                let path = entry.path();
                 if ft.is_dir() {
                     if skip.as_deref() != Some(path.as_path()) {
                         stack.push(path);

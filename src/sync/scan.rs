@@ -37,7 +37,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
-use std::collections::{btree_map, HashMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
@@ -280,7 +280,7 @@ pub fn scan_with(
         root_dev,
         previous: previous.entries().iter().peekable(),
         racy_before: Time::from_system(now).minus(RACY_WINDOW),
-        entries: Vec::new(),
+        entries: BTreeMap::new(),
         unsettled: Vec::new(),
         report: ScanReport::default(),
         owners: Owners::default(),
@@ -443,8 +443,7 @@ pub fn scan_with(
             }
         }
     }
-    let manifest = Manifest::from_sorted(s.entries, s.unsettled)
-        .with_context(|| format!("scan of {} out of order (a bug)", root.display()))?;
+    let manifest = Manifest::from_parts(s.entries, s.unsettled);
     s.report.elapsed = started.elapsed();
     Ok((manifest, s.report))
 }
@@ -456,8 +455,9 @@ struct Scanner<'a> {
     previous: Peekable<btree_map::Iter<'a, RelPath, Entry>>,
     /// Changes at or after this are within the racy window.
     racy_before: Time,
-    /// In walk order, which is path order.
-    entries: Vec<(RelPath, Entry)>,
+    /// Built as the walk goes (in path order, so each insert is at the
+    /// end): no second copy of a 100,000-entry list at the end.
+    entries: BTreeMap<RelPath, Entry>,
     unsettled: Vec<RelPath>,
     report: ScanReport,
     owners: Owners,
@@ -504,7 +504,7 @@ enum Hashed {
 
 impl Scanner<'_> {
     fn put(&mut self, rel: RelPath, entry: Entry) {
-        self.entries.push((rel, entry));
+        self.entries.insert(rel, entry);
     }
 
     fn skip(&mut self, path: RelPath, reason: SkipReason) {

@@ -240,6 +240,7 @@ pub async fn push_showing<C: Channel>(
             failed: false,
             inflight: VecDeque::new(),
             progress,
+            piece_error: None,
         };
         match run.push().await {
             Ok(()) => {}
@@ -272,6 +273,8 @@ struct PathRun<'a, C: Channel> {
     /// Requests sent and not yet answered, oldest first.
     inflight: VecDeque<Awaiting>,
     progress: &'a dyn Progress,
+    /// Why the standby refused the pieces of the file being sent.
+    piece_error: Option<String>,
 }
 
 /// What the answer to an outstanding request settles.
@@ -280,6 +283,10 @@ enum Awaiting {
     One(String),
     /// A [`Request::Files`] batch: each file's path and data size.
     Batch(Vec<(String, u64)>),
+    /// `Pieces` of the file being sent, with this many literal bytes. The
+    /// first refusal is kept in `piece_error` (the standby drops the file,
+    /// so the pieces after it are refused too).
+    Pieces(u64),
 }
 
 impl Awaiting {
@@ -361,6 +368,7 @@ impl<C: Channel> PathRun<'_, C> {
             verify: self.opts.verify,
         };
         self.link.send(&root_request).await.map_err(Stop::Link)?;
+        self.link.flush().await.map_err(Stop::Link)?;
         // 2: our scan, off the async thread.
         let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
         let dir = self.state_dir.to_path_buf();
@@ -378,10 +386,6 @@ impl<C: Channel> PathRun<'_, C> {
             Response::SyncRoot { root, files } => (root, files),
             Response::Error(e) => return Err(Stop::Path(anyhow!("the standby refused: {e}"))),
             other => return Err(Stop::Path(unexpected(&other))),
-        };
-        let base = match Manifest::load(&base_file) {
-            l if l.status == LoadStatus::Loaded => Some(l.manifest),
-            _ => None,
         };
 
         // 4: where they differ.
@@ -401,11 +405,19 @@ impl<C: Channel> PathRun<'_, C> {
         }
         let td = walk.finish();
         if td.is_empty() {
-            if !self.opts.dry_run && base.as_ref() != Some(&local) {
+            // In step: ours is the new base. The scan saved it as the send
+            // manifest, so comparing the two files says whether the base
+            // must be written, without loading it (one manifest less in
+            // memory: 100,000 entries are tens of MiB).
+            if !self.opts.dry_run && !same_bytes(&send_file, &base_file) {
                 save(&local, &base_file)?;
             }
             return Ok(());
         }
+        let base = match Manifest::load(&base_file) {
+            l if l.status == LoadStatus::Loaded => Some(l.manifest),
+            _ => None,
+        };
         let remote = self.fetch_selection(&td).await?;
         let local_sel = td.select(&local);
         let base_sel = base.as_ref().map(|b| td.select(b));
@@ -625,6 +637,14 @@ impl<C: Channel> PathRun<'_, C> {
         let answer = self.link.recv().await.map_err(Stop::Link)?;
         match (awaiting, answer) {
             (Awaiting::One(_), Response::Ok) => Ok(()),
+            (Awaiting::Pieces(literal), Response::Ok) => {
+                self.sum.bytes_sent += literal;
+                Ok(())
+            }
+            (Awaiting::Pieces(_), Response::Error(e)) => {
+                self.piece_error.get_or_insert(e);
+                Ok(())
+            }
             (Awaiting::One(what), Response::Error(e)) => {
                 self.item(&what, Err(Stop::Path(anyhow!("the standby refused: {e}"))))
             }
@@ -730,7 +750,8 @@ impl<C: Channel> PathRun<'_, C> {
         };
         let (tx, mut batches) = tokio::sync::mpsc::channel::<Vec<Piece>>(2);
         let chunker = tokio::task::spawn_blocking(move || delta_batches(&file, &sig, tx));
-        let mut refused = None;
+        // Pipelined: the standby writes one batch while the next crosses.
+        let mut stopped = None;
         while let Some(batch) = batches.recv().await {
             let literal: u64 = batch
                 .iter()
@@ -739,12 +760,15 @@ impl<C: Channel> PathRun<'_, C> {
                     Piece::Have { .. } => 0,
                 })
                 .sum();
-            match self.ask_ok(&Request::Pieces(batch)).await {
-                Ok(()) => self.sum.bytes_sent += literal,
-                Err(e) => {
-                    refused = Some(e);
-                    break;
-                }
+            let queued = self
+                .queue(&Request::Pieces(batch), Awaiting::Pieces(literal))
+                .await;
+            if let Err(e) = queued {
+                stopped = Some(e);
+                break;
+            }
+            if self.piece_error.is_some() {
+                break;
             }
         }
         // Stops the chunker if it is still going.
@@ -752,8 +776,12 @@ impl<C: Channel> PathRun<'_, C> {
         let stats = chunker
             .await
             .map_err(|e| anyhow!("the chunking task failed: {e}"));
-        if let Some(e) = refused {
+        if let Some(e) = stopped {
             return Err(e);
+        }
+        self.drain().await?;
+        if let Some(e) = self.piece_error.take() {
+            return Err(Stop::Path(anyhow!("the standby refused: {e}")));
         }
         let stats = stats??;
         self.ask_ok(&Request::FileCommit {
@@ -836,6 +864,34 @@ fn scan_source(
         save(&local, manifest_file)?;
     }
     Ok((local, warnings))
+}
+
+/// Whether two files hold the same bytes (false if either is unreadable).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    let (Ok(fa), Ok(fb)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
+        return false;
+    };
+    match (fa.metadata(), fb.metadata()) {
+        (Ok(ma), Ok(mb)) if ma.len() == mb.len() => {}
+        _ => return false,
+    }
+    let (mut ra, mut rb) = (
+        std::io::BufReader::with_capacity(1 << 16, fa),
+        std::io::BufReader::with_capacity(1 << 16, fb),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = match ra.read(&mut ba) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 {
+            return true;
+        }
+        if rb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
 }
 
 fn save(m: &Manifest, file: &Path) -> Result<()> {

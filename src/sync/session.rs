@@ -38,7 +38,7 @@
 
 use super::chunk::{self, Signature};
 use super::diff::TreeDiff;
-use super::manifest::{Entry, Manifest, RelPath};
+use super::manifest::{Entry, LoadStatus, Manifest, RelPath};
 use super::receive::{commit_batch, FileMeta, IncomingFile, Placed, Receiver};
 use super::trash::Trash;
 use super::tree::{tree, Tree};
@@ -158,6 +158,47 @@ pub struct Session {
     learned: Vec<(RelPath, Placed)>,
     /// The last [`Request::Files`] batch, being put in place.
     committing: Option<std::thread::JoinHandle<Committed>>,
+    /// The marker of a session that writes.
+    writing: Writing,
+}
+
+/// `recv-<hash>.writing` in the state directory: made (durably) before a
+/// session's first write, removed when it ends with `SyncDone`. Found at
+/// the next session's start, it says temp files may be left to sweep.
+struct Writing {
+    path: PathBuf,
+    made: bool,
+}
+
+impl Writing {
+    fn new(path: PathBuf) -> Writing {
+        Writing { path, made: false }
+    }
+
+    fn make(&mut self) -> Result<()> {
+        if !self.made {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            crate::state::write_atomic(&self.path, b"a sync session is writing\n")
+                .with_context(|| format!("cannot write {}", self.path.display()))?;
+            self.made = true;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove {}", self.path.display()))
+            }
+        }
+        self.made = false;
+        Ok(())
+    }
 }
 
 /// A batch's outcome: per file, why it failed; and the files placed.
@@ -178,15 +219,23 @@ impl Session {
         let sp = setup.find(path)?;
         let root = setup.local_root(&sp.path);
         let rx = Receiver::new(&root, &Trash::default_dir(&root))?;
-        rx.cleanup_temp()
-            .with_context(|| format!("cleaning up temp files under {}", root.display()))?;
         rx.trash().expire(setup.trash_days)?;
         let excludes = excludes(sp)?;
         let manifest_file = manifest_file(&setup.state_dir, "recv", &sp.path);
+        let loaded = Manifest::load(&manifest_file);
+        let writing = manifest_file.with_extension("writing");
+        // Temp files are left only by a session that wrote and did not
+        // finish (killed, power lost): sweep after one, or when there is
+        // no manifest to say how the last one went. A quiet run does not
+        // walk the tree an extra time.
+        if writing.exists() || loaded.status != LoadStatus::Loaded {
+            rx.cleanup_temp()
+                .with_context(|| format!("cleaning up temp files under {}", root.display()))?;
+        }
         let previous = if verify {
             Manifest::new()
         } else {
-            Manifest::load(&manifest_file).manifest
+            loaded.manifest
         };
         let (manifest, _report) =
             super::scan::scan(&root, &excludes, &previous, SystemTime::now())?;
@@ -206,6 +255,7 @@ impl Session {
             incoming: None,
             learned: Vec::new(),
             committing: None,
+            writing: Writing::new(writing),
         })
     }
 
@@ -360,6 +410,7 @@ impl Session {
             &opts,
         )?;
         save_manifest(&manifest, &self.manifest_file)?;
+        self.writing.clear()?;
         self.tree = tree(&manifest);
         self.manifest = manifest;
         Ok(Response::SyncDone {
@@ -377,7 +428,8 @@ impl Session {
     /// is inside the racy window). Any change after the rename, by anyone,
     /// changes the ctime, and the file is read again.
     fn learn(&mut self) -> (Manifest, HashSet<RelPath>) {
-        let mut previous = self.manifest.clone();
+        // Taken, not cloned: one copy of the manifest less during the rescan.
+        let mut previous = std::mem::take(&mut self.manifest);
         let mut trusted = HashSet::new();
         for (rel, placed) in self.learned.drain(..) {
             let Some(st) = placed.stat else { continue };
@@ -427,6 +479,20 @@ fn entry_size((path, entry): &(RelPath, Entry)) -> usize {
     path.as_bytes().len() + target + names + 128
 }
 
+/// Whether `request` may leave a temp file if the session is killed.
+fn writes(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::SyncDelete { .. }
+            | Request::SyncDir { .. }
+            | Request::SyncSymlink { .. }
+            | Request::SyncMeta { .. }
+            | Request::FileWhole { .. }
+            | Request::FileBegin { .. }
+            | Request::Files(_)
+    )
+}
+
 /// Whether `request` belongs to sync (and so to [`answer`]).
 pub fn is_sync_request(request: &Request) -> bool {
     matches!(
@@ -470,6 +536,9 @@ pub fn answer(
     let Some(s) = session.as_mut() else {
         bail!("no sync in progress: the sender must start with SyncRoot");
     };
+    if writes(&request) {
+        s.writing.make()?;
+    }
     match request {
         Request::SyncRoot { .. } => unreachable!("handled above"),
         Request::SyncListings { path, dirs } => {

@@ -80,8 +80,10 @@ pub struct LocalChannel {
     /// The open session; `None` while a request is being answered (it is
     /// then on a blocking thread) and before the first `SyncRoot`.
     session: Option<Session>,
-    /// Encoded requests not answered yet, oldest first.
-    queue: VecDeque<Vec<u8>>,
+    /// Answers not read yet, oldest first. Each request is answered as it
+    /// is sent (pipelining gains nothing in one process), so no request
+    /// data piles up here.
+    answers: VecDeque<Response>,
     wire: u64,
 }
 
@@ -99,50 +101,47 @@ impl LocalChannel {
                 prefix: Some(target.path.clone()),
             }),
             session: None,
-            queue: VecDeque::new(),
+            answers: VecDeque::new(),
             wire: 0,
         }
     }
 }
 
 impl Channel for LocalChannel {
+    /// Answers `request` at once on a blocking thread (its file work, and
+    /// even encoding it, must not hold up the async thread: the loop's
+    /// health rounds run there).
     async fn send(&mut self, request: &Request) -> Result<()> {
-        let bytes = frame::encode(request).context("cannot encode a sync request")?;
-        self.wire += (frame::HEADER_LEN + bytes.len()) as u64;
-        self.queue.push_back(bytes);
-        Ok(())
-    }
-
-    async fn recv(&mut self) -> Result<Response> {
-        let bytes = self
-            .queue
-            .pop_front()
-            .ok_or_else(|| anyhow!("no request waits for an answer (a bug in the sender)"))?;
+        let request = request.clone();
         let mut session = self.session.take();
         let (setup, target) = (Arc::clone(&self.setup), self.target.clone());
-        let (session, response) = tokio::task::spawn_blocking(move || {
-            let response = match frame::decode::<Request>(&bytes) {
-                Ok(request) => session::answer(
-                    &mut session,
-                    || {
-                        check_target(&target)?;
-                        Ok(SyncSetup::clone(&setup))
-                    },
-                    request,
-                )
-                .unwrap_or_else(|e| Response::Error(format!("{e:#}"))),
-                Err(e) => Response::Error(format!("cannot decode the request: {e}")),
-            };
-            (session, response)
+        let (session, response, wire) = tokio::task::spawn_blocking(move || {
+            // Counted as if it crossed a link, for the summary.
+            let wire = frame::HEADER_LEN + frame::encode(&request).map_or(0, |b| b.len());
+            let response = session::answer(
+                &mut session,
+                || {
+                    check_target(&target)?;
+                    Ok(SyncSetup::clone(&setup))
+                },
+                request,
+            )
+            .unwrap_or_else(|e| Response::Error(format!("{e:#}")));
+            let answer_len = frame::encode(&response).map_or(0, |b| b.len());
+            (session, response, wire + frame::HEADER_LEN + answer_len)
         })
         .await
         .map_err(|e| anyhow!("the mirror task for {} failed: {e}", self.target.display()))?;
         self.session = session;
-        let answer_len = frame::encode(&response)
-            .context("cannot encode a sync answer")?
-            .len();
-        self.wire += (frame::HEADER_LEN + answer_len) as u64;
-        Ok(response)
+        self.wire += wire as u64;
+        self.answers.push_back(response);
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Response> {
+        self.answers
+            .pop_front()
+            .ok_or_else(|| anyhow!("no request waits for an answer (a bug in the sender)"))
     }
 
     fn wire_bytes(&self) -> u64 {
