@@ -774,3 +774,60 @@ fn bench_scan_100k() {
             .collect::<String>()
     );
 }
+
+/// `changed` says whether a scan's result differs from the previous
+/// manifest it consumed: the sender and the standby save their manifest
+/// only then (a quiet run writes nothing).
+#[test]
+fn a_scan_says_whether_anything_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::write(root.join("a/one.conf"), b"1").unwrap();
+    fs::write(root.join("a/b/two.wav"), b"22").unwrap();
+    fs::write(root.join("z.txt"), b"z").unwrap();
+    let ex = build_excludes(&[]).unwrap();
+    let opts = ScanOptions::default();
+    let rescan = |prev: &Manifest| scan_owned(root, &ex, prev.clone(), later(), &opts).unwrap();
+
+    let (first, r) = rescan(&Manifest::new());
+    assert!(r.changed, "a first scan is a change");
+    let (same, r) = rescan(&first);
+    assert!(!r.changed, "nothing changed: {r}");
+    assert_eq!(same, first);
+
+    let steps: [(&str, Box<dyn Fn()>); 5] = [
+        (
+            "an edit",
+            Box::new(|| fs::write(root.join("a/b/two.wav"), b"33").unwrap()),
+        ),
+        (
+            "a new file",
+            Box::new(|| fs::write(root.join("a/new"), b"n").unwrap()),
+        ),
+        (
+            "a deletion at the end",
+            Box::new(|| fs::remove_file(root.join("z.txt")).unwrap()),
+        ),
+        (
+            "a deleted directory",
+            Box::new(|| fs::remove_dir_all(root.join("a/b")).unwrap()),
+        ),
+        (
+            "a mode",
+            Box::new(|| {
+                fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o700)).unwrap()
+            }),
+        ),
+    ];
+    let mut prev = same;
+    for (what, change) in steps {
+        change();
+        let (m, r) = rescan(&prev);
+        assert!(r.changed, "{what} was not seen as a change");
+        assert_ne!(m, prev, "{what}");
+        let (again, r) = rescan(&m);
+        assert!(!r.changed, "after {what}, a second scan still changed: {r}");
+        prev = again;
+    }
+}

@@ -582,6 +582,11 @@ impl Manifest {
 
     /// Paths that exist here but could not be described this run: nothing at
     /// or below them is created, updated or deleted by a diff.
+    /// The entries, giving up the rest.
+    pub fn into_entries(self) -> BTreeMap<RelPath, Entry> {
+        self.entries
+    }
+
     pub fn unsettled(&self) -> &BTreeSet<RelPath> {
         &self.unsettled
     }

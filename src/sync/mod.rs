@@ -82,7 +82,7 @@ pub use diff::{
 };
 pub use manifest::{BadPath, Entry, Kind, LoadStatus, Loaded, Manifest, Owner, RelPath, Time};
 pub use scan::{
-    build_excludes, check_source, scan, scan_with, ScanOptions, ScanReport, SkipReason, Skipped,
-    HASH_RETRIES, RACY_WINDOW,
+    build_excludes, check_source, scan, scan_owned, scan_with, ScanOptions, ScanReport, SkipReason,
+    Skipped, HASH_RETRIES, RACY_WINDOW,
 };
 pub use tree::{tree, Child, NodeKind, Tree};

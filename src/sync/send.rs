@@ -41,7 +41,7 @@ use super::diff::{delete_guard, diff, TreeWalk, What};
 use super::manifest::{Entry, Kind, LoadStatus, Manifest, RelPath};
 use super::receive::FileMeta;
 use super::session::{excludes, manifest_file};
-use super::{check_source, scan_with, tree, ScanOptions};
+use super::{check_source, scan_owned, tree, ScanOptions};
 use crate::config::{Config, SyncPath};
 use crate::link::frame;
 use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
@@ -853,14 +853,14 @@ fn scan_source(
         Manifest::load(manifest_file).manifest
     };
     let opts = ScanOptions::sender(sp, state_dir)?;
-    let (local, report) = scan_with(&sp.path, &excludes, &previous, SystemTime::now(), &opts)?;
+    let (local, report) = scan_owned(&sp.path, &excludes, previous, SystemTime::now(), &opts)?;
     let warnings = report
         .skipped
         .iter()
         .filter(|s| s.reason.is_warning())
         .map(|s| format!("{}/{}: {}", sp.path.display(), s.path, s.reason))
         .collect();
-    if local != previous {
+    if report.changed {
         save(&local, manifest_file)?;
     }
     Ok((local, warnings))

@@ -237,9 +237,14 @@ impl Session {
         } else {
             loaded.manifest
         };
-        let (manifest, _report) =
-            super::scan::scan(&root, &excludes, &previous, SystemTime::now())?;
-        if manifest != previous {
+        let (manifest, report) = super::scan::scan_owned(
+            &root,
+            &excludes,
+            previous,
+            SystemTime::now(),
+            &super::ScanOptions::default(),
+        )?;
+        if report.changed {
             save_manifest(&manifest, &manifest_file)?;
         }
         let tree = tree(&manifest);
@@ -402,10 +407,10 @@ impl Session {
             trusted,
             ..Default::default()
         };
-        let (manifest, _) = super::scan::scan_with(
+        let (manifest, _) = super::scan::scan_owned(
             self.rx.root(),
             &self.excludes,
-            &previous,
+            previous,
             SystemTime::now(),
             &opts,
         )?;
