@@ -796,7 +796,8 @@ fn a_scan_says_whether_anything_changed() {
     assert!(!r.changed, "nothing changed: {r}");
     assert_eq!(same, first);
 
-    let steps: [(&str, Box<dyn Fn()>); 5] = [
+    type Step<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let steps: [Step; 5] = [
         (
             "an edit",
             Box::new(|| fs::write(root.join("a/b/two.wav"), b"33").unwrap()),
