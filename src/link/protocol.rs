@@ -102,6 +102,8 @@ pub enum Request {
         dirs: Vec<RelPath>,
         subtrees: Vec<RelPath>,
         from: u64,
+        /// Single differing paths (`TreeDiff::paths`).
+        paths: Vec<RelPath>,
     },
     /// Move these paths (children before parents) to the trash.
     /// Answered with [`Response::Ok`].

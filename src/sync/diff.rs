@@ -260,11 +260,15 @@ pub struct TreeDiff {
     /// Directories on one side only (or a directory on one side and not
     /// on the other): everything below them differs.
     pub subtrees: BTreeSet<RelPath>,
+    /// Single paths that differ (in the listings of differing
+    /// directories): a walk names these rather than whole directories, so
+    /// a change to one file in a directory of 100 costs one entry, not 100.
+    pub paths: BTreeSet<RelPath>,
 }
 
 impl TreeDiff {
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.subtrees.is_empty()
+        self.dirs.is_empty() && self.subtrees.is_empty() && self.paths.is_empty()
     }
 
     /// The part of a manifest that [`diff`] needs: the direct children of
@@ -275,6 +279,11 @@ impl TreeDiff {
         let mut out = Manifest::new();
         for dir in &self.dirs {
             for (p, e) in m.children(dir) {
+                out.put(p.clone(), e.clone());
+            }
+        }
+        for p in &self.paths {
+            if let Some(e) = m.get(p) {
                 out.put(p.clone(), e.clone());
             }
         }
@@ -370,6 +379,9 @@ impl<'a> TreeWalk<'a> {
                     (Some(c), _) | (None, Some(c)) => &c.name,
                     (None, None) => break,
                 };
+                if l.map(|c| c.node) != r.map(|c| c.node) {
+                    self.result.paths.insert(dir.join(name)?);
+                }
                 let is_dir = |c: Option<&Child>| c.is_some_and(|c| c.kind == NodeKind::Dir);
                 match (is_dir(l), is_dir(r)) {
                     (true, true) => {
@@ -383,7 +395,6 @@ impl<'a> TreeWalk<'a> {
                     (false, false) => {}
                 }
             }
-            self.result.dirs.insert(dir);
         }
         self.wanted = next;
         Ok(())
@@ -616,9 +627,14 @@ mod tests {
         let mut changed = base.clone();
         changed.insert(p("a/b/f"), file(2)).unwrap();
         let (td, trips) = walk(&changed, &base);
-        assert_eq!(paths(td.dirs.iter()), [".", "a", "a/b"]);
-        assert!(td.subtrees.is_empty());
+        // The changed file and the directories above it, nothing beside it.
+        assert_eq!(paths(td.paths.iter()), ["a", "a/b", "a/b/f"]);
+        assert!(td.dirs.is_empty() && td.subtrees.is_empty());
         assert_eq!(trips, 3);
+        assert_eq!(
+            paths(td.select(&changed).iter().map(|(p, _)| p)),
+            ["a", "a/b", "a/b/f"]
+        );
         let d = diff(&td.select(&changed), &td.select(&base), None);
         assert_eq!(paths(d.changes.iter().map(|c| &c.path)), ["a/b/f"]);
 

@@ -585,6 +585,7 @@ impl<C: Channel> PathRun<'_, C> {
             let answer = self
                 .ask(&Request::SyncSelect {
                     dirs: td.dirs.iter().cloned().collect(),
+                    paths: td.paths.iter().cloned().collect(),
                     subtrees: td.subtrees.iter().cloned().collect(),
                     from,
                 })

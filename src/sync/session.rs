@@ -281,11 +281,18 @@ impl Session {
         Ok(())
     }
 
-    fn select(&mut self, dirs: Vec<RelPath>, subtrees: Vec<RelPath>, from: u64) -> Response {
+    fn select(
+        &mut self,
+        dirs: Vec<RelPath>,
+        subtrees: Vec<RelPath>,
+        paths: Vec<RelPath>,
+        from: u64,
+    ) -> Response {
         if from == 0 || self.selected.is_none() {
             let td = TreeDiff {
                 dirs: dirs.into_iter().collect(),
                 subtrees: subtrees.into_iter().collect(),
+                paths: paths.into_iter().collect(),
             };
             let m = td.select(&self.manifest);
             let unsettled = m.unsettled().iter().cloned().collect();
@@ -554,7 +561,8 @@ pub fn answer(
             dirs,
             subtrees,
             from,
-        } => Ok(s.select(dirs, subtrees, from)),
+            paths,
+        } => Ok(s.select(dirs, subtrees, paths, from)),
         Request::SyncDelete { rels } => {
             for rel in &rels {
                 s.rx.delete(rel.as_bytes())
