@@ -171,14 +171,21 @@ echo "generating $BIG big files..." >&2
 $GEN big "$SRC" "$BIG"
 NAME=first-big; scenario; check_same
 # Raw ssh cat of the same bytes, for the throughput comparison: one
-# stream over one connection (as one sync is), written to disk there.
-t0=$(now)
-cat "$SRC"/monitor/*.wav | in_ns $RSH root@127.0.0.1 "cat > $B/raw/all.wav"
-t1=$(now)
-raw=$(echo "$t1 - $t0" | bc -l)
+# stream over one connection (as one sync is), written to disk there; then
+# the same, flushed to disk before it ends (dd conv=fsync), as sip-ha does
+# before it puts a file in place (rsync does not flush).
 bytes=$(du -cb "$SRC"/monitor/*.wav | tail -1 | cut -f1)
-printf '%-12s raw ssh cat %8.3f s for %d bytes (%.1f MB/s)\n' "ssh-cat" "$raw" "$bytes" "$(echo "$bytes / $raw / 1000000" | bc -l)"
-rm -f "$B/raw/all.wav"
+raw_copy() { # label remote-command
+  local t0 t1 raw
+  t0=$(now)
+  cat "$SRC"/monitor/*.wav | in_ns $RSH root@127.0.0.1 "$2"
+  t1=$(now)
+  raw=$(echo "$t1 - $t0" | bc -l)
+  printf '%-12s %s %8.3f s for %d bytes (%.1f MB/s)\n' "ssh-cat" "$1" "$raw" "$bytes" "$(echo "$bytes / $raw / 1000000" | bc -l)"
+  rm -f "$B/raw/all.wav"
+}
+raw_copy "raw ssh cat          " "cat > $B/raw/all.wav"
+raw_copy "raw ssh cat + fsync  " "dd of=$B/raw/all.wav bs=1M conv=fsync status=none"
 NAME=no-change; scenario
 NAME=1pct; $GEN touch "$SRC" 1 >/dev/null; scenario; check_same
 LAST=$(ls "$SRC"/monitor/*.wav | tail -1)

@@ -192,10 +192,38 @@ pub fn try_lock(dir: &Path) -> Result<Option<Lock>> {
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(Lock { _file: file })),
+        Ok(()) => {
+            sweep_stale_temps(dir);
+            sweep_stale_temps(&dir.join("sync"));
+            Ok(Some(Lock { _file: file }))
+        }
         Err(fs::TryLockError::WouldBlock) => Ok(None),
         Err(fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Remove the temp files of [`write_atomic`] (`.NAME.tmp-PID`) in `dir`
+/// whose writer is gone (killed between write and rename): the state
+/// directory does not collect them. A live writer's are left alone.
+/// Best effort: a file that cannot be removed stays for the next time.
+fn sweep_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(entry.path());
         }
     }
 }
@@ -212,6 +240,26 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use sip_ha_core::Stance;
+
+    /// A killed writer's temp file goes when the lock is next taken; a live
+    /// one's, and other files, stay.
+    #[test]
+    fn stale_temp_files_are_swept_at_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        // Past pid_max: no such process.
+        let dead = dir.path().join(".state.json.tmp-99999999");
+        let live = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
+        let other = dir.path().join("notes.tmp-1");
+        for f in [&dead, &live, &other] {
+            fs::write(f, b"x").unwrap();
+        }
+        let lock = try_lock(dir.path()).unwrap();
+        assert!(lock.is_some());
+        assert!(!dead.exists(), "a dead writer's temp file stayed");
+        assert!(live.exists() && other.exists());
+    }
 
     #[test]
     fn missing_file_gives_fresh_standby_state() {

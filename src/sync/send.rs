@@ -302,6 +302,40 @@ struct FileJob {
     meta: FileMeta,
     hash: [u8; 32],
     keep_old: Option<KeepOld>,
+    scanned: Scanned,
+}
+
+/// The stat a file had when the scan hashed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scanned {
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Scanned {
+    fn of(e: &Entry) -> Scanned {
+        Scanned {
+            ino: e.ino,
+            size: match e.kind {
+                Kind::File { size, .. } => size,
+                _ => 0,
+            },
+            mtime: (e.mtime.secs, i64::from(e.mtime.nanos)),
+            ctime: (e.ctime.secs, i64::from(e.ctime.nanos)),
+        }
+    }
+
+    fn now(md: &std::fs::Metadata) -> Scanned {
+        use std::os::unix::fs::MetadataExt;
+        Scanned {
+            ino: md.ino(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
 }
 
 /// Small files read for one [`Request::Files`], and those that could not
@@ -422,6 +456,9 @@ impl<C: Channel> PathRun<'_, C> {
         let local_sel = td.select(&local);
         let base_sel = base.as_ref().map(|b| td.select(b));
         let mut d = diff(&local_sel, &remote, base_sel.as_ref());
+        // Only the diff is needed from here: on a first copy each of these
+        // is a copy of the whole tree.
+        drop((remote, local_sel, base_sel, base, td));
 
         // 5: conflicts: ours wins, the standby keeps its version.
         let kept: BTreeSet<RelPath> = d
@@ -506,7 +543,7 @@ impl<C: Channel> PathRun<'_, C> {
         let at_ms = crate::state::now_ms();
         let mut whole = Vec::new();
         let mut deltas = Vec::new();
-        for c in &d.changes {
+        for c in std::mem::take(&mut d.changes) {
             let keep_old = kept.contains(&c.path).then_some(KeepOld { at_ms });
             let meta = file_meta(&c.local);
             let request = match &c.local.kind {
@@ -536,6 +573,7 @@ impl<C: Channel> PathRun<'_, C> {
                         meta,
                         hash: *hash,
                         keep_old,
+                        scanned: Scanned::of(&c.local),
                     };
                     if *size <= ALWAYS_WHOLE || (*size <= WHOLE_MAX && old_size < DELTA_MIN_OLD) {
                         whole.push(job);
@@ -734,6 +772,7 @@ impl<C: Channel> PathRun<'_, C> {
             meta,
             hash: whole_hash,
             keep_old,
+            scanned: _,
         } = job;
         let size = meta.size;
         let sig = match self
@@ -806,10 +845,20 @@ fn read_batches(jobs: Vec<FileJob>, tx: &tokio::sync::mpsc::Sender<ReadBatch>) {
     let mut bytes = 0;
     for job in jobs {
         match read_small(&job.file, WHOLE_MAX) {
-            Ok(data) => {
+            Ok((data, after)) => {
                 bytes += data.len();
+                // The scan's hash stands for these bytes if the stat is
+                // the one it hashed (no change since, not even in the same
+                // clock tick: that would have changed the ctime, or left
+                // the hash racy and retaken). If it is wrong anyway, the
+                // standby's check refuses the file; nothing wrong lands.
+                let hash = if after == Some(job.scanned) && data.len() as u64 == job.scanned.size {
+                    job.hash
+                } else {
+                    *blake3::hash(&data).as_bytes()
+                };
                 batch.files.push(WholeFile {
-                    hash: *blake3::hash(&data).as_bytes(),
+                    hash,
                     rel: job.rel,
                     meta: job.meta,
                     data,
@@ -942,11 +991,12 @@ fn open_nofollow(path: &Path) -> Result<std::fs::File> {
 }
 
 /// Read a file of at most `max` bytes (it may have grown since the scan:
-/// then it is refused for this run).
-fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
+/// then it is refused for this run), and its stat after the read.
+fn read_small(path: &Path, max: u64) -> Result<(Vec<u8>, Option<Scanned>)> {
     let file = open_nofollow(path)?;
     let mut data = Vec::new();
-    file.take(max + 1)
+    (&file)
+        .take(max + 1)
         .read_to_end(&mut data)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if data.len() as u64 > max {
@@ -955,7 +1005,8 @@ fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
             path.display()
         );
     }
-    Ok(data)
+    let after = file.metadata().ok().map(|md| Scanned::now(&md));
+    Ok((data, after))
 }
 
 /// The metadata the standby gives a path.
