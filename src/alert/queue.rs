@@ -350,17 +350,26 @@ mod tests {
         q.push(&draft("fine"), 1).unwrap();
         let bad = next_name(None, 0);
         fs::write(q.dir().join(&bad), b"{\"subj").unwrap();
+        // A sendmail that reads the message, accepts it (exit 0) and
+        // delivers nowhere. (/bin/true raced: exiting before the message
+        // was written, it broke the pipe now and then.)
+        let sendmail = dir.path().join("sendmail");
+        fs::write(&sendmail, "#!/bin/sh\ncat >/dev/null\n").unwrap();
+        fs::set_permissions(
+            &sendmail,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let cfg = crate::config::Alert {
             email_to: vec!["ops@example.com".into()],
             email_from: "sip-ha@localhost".into(),
-            mail: crate::config::MailVia::Sendmail("/bin/true".into()),
+            mail: crate::config::MailVia::Sendmail(sendmail),
             timeout: std::time::Duration::from_secs(5),
             digest_window: std::time::Duration::ZERO,
             reminder: None,
             syslog_facility: crate::log::Facility::DAEMON,
             snmp: vec![],
         };
-        // /bin/true as sendmail: accepts (exit 0) and delivers nowhere.
         let mailer = Mailer::new(&cfg).unwrap().unwrap();
         let r = q.flush(&mailer).await;
         assert_eq!((r.sent, r.left), (1, 0), "{r:?}");
