@@ -9,11 +9,12 @@
 //! 2. **Scan** it (off the async thread), reusing the hashes of files whose
 //!    stat did not change since the last run (the manifest kept in
 //!    `state_dir/sync/send-*.manifest`). No file is read on a quiet run.
-//! 3. **Compare root hashes**: `SyncRoot` → the standby's root hash. Equal:
-//!    this path is done, after two small frames (well under 1 KiB).
+//! 3. **Compare root hashes**: `SyncRoot` → the standby's root hash, asked
+//!    before our own scan so that both sides scan at once. Equal: this path
+//!    is done, after two small frames (well under 1 KiB).
 //! 4. **Walk** the differing directories, one round trip per level
 //!    ([`TreeWalk`]), then fetch the standby's manifest entries for just
-//!    those directories (`SyncSelect`) and [`diff`] them against ours and
+//!    the differing paths (`SyncSelect`) and [`diff`] them against ours and
 //!    against the *base*, the manifest of the last good sync
 //!    (`state_dir/sync/base-*.manifest`).
 //! 5. **Conflicts** (changed on both sides since the base): the active side
@@ -21,12 +22,14 @@
 //!    `NAME.sip-ha-conflict-NODE-TIME`; the summary lists each.
 //! 6. **Guard**: refuse a run that deletes more than
 //!    `[sync] max_delete_percent` of the standby's files ([`delete_guard`]).
-//! 7. **Apply**: deletions (into the standby's trash), then directories,
-//!    symlinks, metadata-only updates and files. A small new file travels
-//!    whole in one frame; any other file as a delta against the standby's
-//!    copy (its chunk [`Signature`], then only the chunks it lacks, at most
-//!    about 1 MiB per frame, then the whole-file hash, which the standby
-//!    checks before renaming the file into place).
+//! 7. **Apply**, pipelined (up to `MAX_IN_FLIGHT` requests unanswered):
+//!    deletions (into the standby's trash), then directories, symlinks and
+//!    metadata-only updates; then files up to `ALWAYS_WHOLE` (and new
+//!    ones up to 1 MiB) whole, in `Files` batches that the standby puts in
+//!    place together; then the rest as deltas against the standby's copy
+//!    (its chunk [`Signature`], then only the chunks it lacks, then the
+//!    whole-file hash, which the standby checks before renaming the file
+//!    into place).
 //! 8. **Done**: the standby rescans and returns its new root hash; if the
 //!    path went through without an error, our manifest becomes the new base.
 //!

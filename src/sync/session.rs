@@ -8,18 +8,28 @@
 //!  sender (active)                         receiver (this module)
 //!  SyncRoot { path } ─────────────────►  path in MY config? else refuse + log
 //!                                        Receiver::new (root, trash), sweep
-//!                                        temp files, expire the trash, scan
+//!                                        temp files (only after a session
+//!                                        that wrote and did not finish:
+//!                                        the `.writing` marker), expire the
+//!                                        trash, scan
 //!                                        with the same excludes, stat-only
 //!                                        thanks to the manifest kept in
 //!                                        state_dir; save it
 //!                    ◄───────────────── SyncRoot { root hash, files }
 //!  equal: done. Else, one round trip per level:
 //!  SyncListings { dirs } ─────────────►  Tree::listings
-//!  SyncSelect { dirs, subtrees } ─────►  TreeDiff::select, a page at a time
-//!  (the sender diffs, guards deletions, then streams the changes)
-//!  SyncDelete / SyncDir / SyncSymlink / SyncMeta / FileWhole /
+//!  SyncSelect { paths, ... } ─────────►  TreeDiff::select, a page at a time
+//!  (the sender diffs, guards deletions, then streams the changes,
+//!  pipelined)
+//!  SyncDelete / SyncDir / SyncSymlink / SyncMeta (set in place)
+//!  Files [batch k] ───────────────────►  write + check under temp names;
+//!                    ◄───────────────── outcome of batch k-1, which a
+//!                                        thread put in place meanwhile
+//!                                        (syncfs, renames, syncfs)
+//!  FilesFlush ────────────────────────►  outcome of the last batch
 //!  FileBegin → Signature, Pieces..., FileCommit
-//!  SyncDone ──────────────────────────►  rescan, save the manifest
+//!  SyncDone ──────────────────────────►  rescan (the files written here are
+//!                                        trusted, not read back), save
 //!                    ◄───────────────── SyncDone { root hash, warnings }
 //! ```
 //!
