@@ -292,7 +292,7 @@ fn synthetic_entry(kind: Kind, v: u8) -> Entry {
         mode: if v.is_multiple_of(5) { 0o600 } else { 0o644 },
         uid: u32::from(v % 3),
         gid: 0,
-        user: (!v.is_multiple_of(7)).then(|| "asterisk".to_string()),
+        user: (!v.is_multiple_of(7)).then(|| "asterisk".into()),
         group: Some("asterisk".into()),
         mtime: Time::new(1_700_000_000 + i64::from(v % 4), 0),
         ctime: Time::new(1_700_000_000, 0),

@@ -45,6 +45,7 @@ use std::iter::Peekable;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use walkdir::WalkDir;
 
@@ -744,31 +745,31 @@ fn read_hash(file: &mut File, size: u64, buf: &mut [u8]) -> std::io::Result<([u8
 /// uid/gid to name, asked once per id per scan.
 #[derive(Default)]
 struct Owners {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+    users: HashMap<u32, Option<Arc<str>>>,
+    groups: HashMap<u32, Option<Arc<str>>>,
 }
 
 impl Owners {
-    fn user(&mut self, uid: u32) -> Option<String> {
+    fn user(&mut self, uid: u32) -> Option<Arc<str>> {
         self.users
             .entry(uid)
             .or_insert_with(|| {
                 nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                     .ok()
                     .flatten()
-                    .map(|u| u.name)
+                    .map(|u| Arc::from(u.name))
             })
             .clone()
     }
 
-    fn group(&mut self, gid: u32) -> Option<String> {
+    fn group(&mut self, gid: u32) -> Option<Arc<str>> {
         self.groups
             .entry(gid)
             .or_insert_with(|| {
                 nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
                     .ok()
                     .flatten()
-                    .map(|g| g.name)
+                    .map(|g| Arc::from(g.name))
             })
             .clone()
     }

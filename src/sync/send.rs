@@ -1016,8 +1016,8 @@ fn read_small(path: &Path, max: u64) -> Result<(Vec<u8>, Option<Scanned>)> {
 fn file_meta(e: &Entry) -> FileMeta {
     FileMeta {
         mode: e.mode,
-        user: e.user.clone(),
-        group: e.group.clone(),
+        user: e.user.as_deref().map(str::to_string),
+        group: e.group.as_deref().map(str::to_string),
         uid: e.uid,
         gid: e.gid,
         mtime_ns: e

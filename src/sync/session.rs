@@ -497,7 +497,7 @@ fn entry_size((path, entry): &(RelPath, Entry)) -> usize {
         _ => 0,
     };
     let names =
-        entry.user.as_ref().map_or(0, String::len) + entry.group.as_ref().map_or(0, String::len);
+        entry.user.as_deref().map_or(0, str::len) + entry.group.as_deref().map_or(0, str::len);
     path.as_bytes().len() + target + names + 128
 }
 
