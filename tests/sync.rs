@@ -13,7 +13,8 @@
 
 mod common;
 
-use common::sync_pair::{assert_same, set_mtime, text, Pair};
+use common::sync_pair::{assert_same, text, Pair};
+use common::tree::set_mtime;
 use proptest::prelude::*;
 use sip_ha::link::{frame, Request, Response};
 use sip_ha::sync::receive::FileMeta;

@@ -33,7 +33,8 @@
 
 mod common;
 
-use common::sync_pair::{assert_same, set_mtime, summary, text, walk, Pair};
+use common::sync_pair::{assert_same, summary, text, Pair};
+use common::tree::{set_mtime, walk};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sip_ha::sync::receive::{is_temp_name, CONFLICT_MARKER, TEMP_MARKER};

@@ -424,39 +424,8 @@ pub fn tree_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::manifest::Time;
+    use crate::sync::testing::*;
     use crate::sync::tree::tree;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).unwrap()
-    }
-
-    fn entry(kind: Kind) -> Entry {
-        Entry {
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: Some("asterisk".into()),
-            group: Some("asterisk".into()),
-            mtime: Time::new(1_700_000_000, 0),
-            ctime: Time::new(1_700_000_000, 0),
-            dev: 1,
-            ino: 1,
-            racy: false,
-        }
-    }
-
-    fn file(n: u8) -> Entry {
-        entry(Kind::File {
-            size: 10,
-            hash: [n; 32],
-        })
-    }
-
-    fn dir() -> Entry {
-        entry(Kind::Dir)
-    }
 
     fn man(items: &[(&str, Entry)]) -> Manifest {
         let mut m = Manifest::new();

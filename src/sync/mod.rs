@@ -74,6 +74,8 @@ pub mod send;
 pub mod session;
 pub mod sqlite;
 pub mod target;
+#[cfg(test)]
+mod testing;
 pub mod trash;
 pub mod tree;
 

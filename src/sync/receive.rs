@@ -701,46 +701,22 @@ impl Receiver {
     /// The uid and gid to give an entry: by name when the name exists here,
     /// else the sender's numbers (with a warning, once per name).
     fn owner(&mut self, meta: &FileMeta, path: &Path) -> (Uid, Gid) {
-        let uid = match &meta.user {
-            None => Uid::from_raw(meta.uid),
-            Some(name) => {
-                let found = *self
-                    .users
-                    .entry(name.clone())
-                    .or_insert_with(|| User::from_name(name).ok().flatten().map(|u| u.uid));
-                found.unwrap_or_else(|| {
-                    self.warnings.once(
-                        &format!("user:{name}"),
-                        format!(
-                            "user {name:?} does not exist on this host: {} and others keep the sender's uid {}",
-                            path.display(),
-                            meta.uid
-                        ),
-                    );
-                    Uid::from_raw(meta.uid)
-                })
-            }
-        };
-        let gid = match &meta.group {
-            None => Gid::from_raw(meta.gid),
-            Some(name) => {
-                let found = *self
-                    .groups
-                    .entry(name.clone())
-                    .or_insert_with(|| Group::from_name(name).ok().flatten().map(|g| g.gid));
-                found.unwrap_or_else(|| {
-                    self.warnings.once(
-                        &format!("group:{name}"),
-                        format!(
-                            "group {name:?} does not exist on this host: {} and others keep the sender's gid {}",
-                            path.display(),
-                            meta.gid
-                        ),
-                    );
-                    Gid::from_raw(meta.gid)
-                })
-            }
-        };
+        let uid = by_name(
+            &mut self.users,
+            &self.warnings,
+            ("user", meta.user.as_deref(), meta.uid),
+            |n| User::from_name(n).ok().flatten().map(|u| u.uid),
+            path,
+        )
+        .unwrap_or_else(|| Uid::from_raw(meta.uid));
+        let gid = by_name(
+            &mut self.groups,
+            &self.warnings,
+            ("group", meta.group.as_deref(), meta.gid),
+            |n| Group::from_name(n).ok().flatten().map(|g| g.gid),
+            path,
+        )
+        .unwrap_or_else(|| Gid::from_raw(meta.gid));
         (uid, gid)
     }
 
@@ -1049,6 +1025,34 @@ impl Drop for IncomingFile {
     fn drop(&mut self) {
         self.abandon();
     }
+}
+
+/// The id of the owner `name` (of `kind`, "user" or "group") on this host,
+/// looked up once per name; `None` when there is no name, or when the name
+/// is unknown here (then a warning, once: the sender's number `id` is
+/// kept).
+fn by_name<T: Copy>(
+    cache: &mut HashMap<String, Option<T>>,
+    warnings: &Warnings,
+    (kind, name, id): (&str, Option<&str>, u32),
+    lookup: impl FnOnce(&str) -> Option<T>,
+    path: &Path,
+) -> Option<T> {
+    let name = name?;
+    let found = *cache
+        .entry(name.to_string())
+        .or_insert_with(|| lookup(name));
+    if found.is_none() {
+        warnings.once(
+            &format!("{kind}:{name}"),
+            format!(
+                "{kind} {name:?} does not exist on this host: {} and others keep the sender's {} {id}",
+                path.display(),
+                if kind == "user" { "uid" } else { "gid" }
+            ),
+        );
+    }
+    found
 }
 
 /// A file put in place.

@@ -231,33 +231,7 @@ fn put_owner(buf: &mut Vec<u8>, o: Owner<'_>) {
 mod tests {
     use super::*;
     use crate::sync::manifest::Time;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).unwrap()
-    }
-
-    fn entry(kind: Kind) -> Entry {
-        Entry {
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: Some("asterisk".into()),
-            group: Some("asterisk".into()),
-            mtime: Time::new(1_700_000_000, 0),
-            ctime: Time::new(1_700_000_000, 0),
-            dev: 1,
-            ino: 1,
-            racy: false,
-        }
-    }
-
-    fn file(n: u8) -> Entry {
-        entry(Kind::File {
-            size: 1,
-            hash: [n; 32],
-        })
-    }
+    use crate::sync::testing::*;
 
     fn sample() -> Manifest {
         let mut m = Manifest::new();

@@ -5,13 +5,10 @@
 //! under `<dst>`. With [`snapshot`] and [`assert_same`] to compare the trees.
 
 use super::sshd::TestSshd;
+use super::tree::snapshot;
 use sip_ha::link::PeerLink;
-use sip_ha::sync::receive::CONFLICT_MARKER;
-use sip_ha::sync::trash::TRASH_DIR_NAME;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 pub const SIP_HA: &str = env!("CARGO_BIN_EXE_sip-ha");
@@ -182,68 +179,6 @@ pub fn summary(out: &Output) -> Summary {
     }
 }
 
-/// What is compared of one path.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Node {
-    File {
-        data: Vec<u8>,
-        mode: u32,
-        mtime_ns: i128,
-    },
-    Dir {
-        mode: u32,
-    },
-    Link(PathBuf),
-}
-
-/// Every path under `root` but the trash, relative to `root`, with what
-/// `what` makes of it (given its full path and `symlink_metadata`; `None`
-/// leaves it out). Directories are entered, symlinks never followed.
-pub fn walk<T>(
-    root: &Path,
-    mut what: impl FnMut(&Path, &std::fs::Metadata) -> Option<T>,
-) -> BTreeMap<PathBuf, T> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.file_name() == Some(TRASH_DIR_NAME.as_ref()) {
-                continue;
-            }
-            let md = std::fs::symlink_metadata(&path).unwrap();
-            if md.is_dir() {
-                stack.push(path.clone());
-            }
-            if let Some(v) = what(&path, &md) {
-                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), v);
-            }
-        }
-    }
-    out
-}
-
-/// Every path under `root` (not the sync's own names).
-pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
-    walk(root, |path, md| {
-        if path.to_string_lossy().contains(CONFLICT_MARKER) {
-            None
-        } else if md.file_type().is_symlink() {
-            Some(Node::Link(std::fs::read_link(path).unwrap()))
-        } else if md.is_dir() {
-            Some(Node::Dir {
-                mode: md.mode() & 0o7777,
-            })
-        } else {
-            Some(Node::File {
-                data: std::fs::read(path).unwrap(),
-                mode: md.mode() & 0o7777,
-                mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
-            })
-        }
-    })
-}
-
 pub fn assert_same(pair: &Pair) {
     let (a, b) = (snapshot(&pair.src), snapshot(&pair.dst_root));
     if a != b {
@@ -251,16 +186,4 @@ pub fn assert_same(pair: &Pair) {
         let only_b: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
         panic!("trees differ: differing or missing on the standby {only_a:?}, extra {only_b:?}");
     }
-}
-
-pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
-    let ts = nix::sys::time::TimeSpec::new(secs, nanos);
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &ts,
-        &ts,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
 }

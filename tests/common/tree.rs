@@ -2,6 +2,8 @@
 //! file's bytes, mode and mtime to the nanosecond, a directory's mode, a
 //! symlink's target), and files written with a given mode and mtime.
 
+use sip_ha::sync::receive::CONFLICT_MARKER;
+use sip_ha::sync::trash::TRASH_DIR_NAME;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,38 +22,52 @@ pub enum Node {
     Link(PathBuf),
 }
 
-/// Every path under `root`, except the names sync makes for itself (the
-/// trash, conflict copies).
-pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+/// Every path under `root` but the trash, relative to `root`, with what
+/// `what` makes of it (given its full path and `symlink_metadata`; `None`
+/// leaves it out). Directories are entered, symlinks never followed.
+pub fn walk<T>(
+    root: &Path,
+    mut what: impl FnMut(&Path, &std::fs::Metadata) -> Option<T>,
+) -> BTreeMap<PathBuf, T> {
     let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy();
-            if name == ".sip-ha-trash" || name.contains(".sip-ha-conflict-") {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.file_name() == Some(TRASH_DIR_NAME.as_ref()) {
                 continue;
             }
             let md = std::fs::symlink_metadata(&path).unwrap();
-            let mode = md.mode() & 0o7777;
-            let node = if md.is_symlink() {
-                Node::Link(std::fs::read_link(&path).unwrap())
-            } else if md.is_dir() {
-                todo.push(path.clone());
-                Node::Dir { mode }
-            } else {
-                let mtime_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
-                let data = std::fs::read(&path).unwrap();
-                Node::File {
-                    data,
-                    mode,
-                    mtime_ns,
-                }
-            };
-            out.insert(path.strip_prefix(root).unwrap().to_path_buf(), node);
+            if md.is_dir() {
+                stack.push(path.clone());
+            }
+            if let Some(v) = what(&path, &md) {
+                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), v);
+            }
         }
     }
     out
+}
+
+/// Every path under `root` (not the sync's own names).
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+    walk(root, |path, md| {
+        if path.to_string_lossy().contains(CONFLICT_MARKER) {
+            None
+        } else if md.file_type().is_symlink() {
+            Some(Node::Link(std::fs::read_link(path).unwrap()))
+        } else if md.is_dir() {
+            Some(Node::Dir {
+                mode: md.mode() & 0o7777,
+            })
+        } else {
+            Some(Node::File {
+                data: std::fs::read(path).unwrap(),
+                mode: md.mode() & 0o7777,
+                mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            })
+        }
+    })
 }
 
 /// Panics, naming the differing paths, unless the trees under `a` (not
