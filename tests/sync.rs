@@ -16,6 +16,7 @@ mod common;
 use common::sync_pair::{assert_same, text, Pair};
 use common::tree::set_mtime;
 use proptest::prelude::*;
+use sip_ha::link::protocol::WholeFile;
 use sip_ha::link::{frame, Request, Response};
 use sip_ha::sync::receive::FileMeta;
 use sip_ha::sync::RelPath;
@@ -279,6 +280,54 @@ async fn bad_paths_in_requests_are_refused() {
         .await
         .unwrap();
     assert!(matches!(r, Response::Error(_)), "{r:?}");
+
+    // The same in a batch of small files. A '..' path does not even
+    // decode: the whole batch is refused. A path through the symlink is
+    // refused alone, and the good file beside it lands (each batch's
+    // outcome comes with the next request: here the flush).
+    let good = b"fine.txt".to_vec();
+    let batch = |rels: Vec<RelPath>| {
+        Request::Files(
+            rels.into_iter()
+                .map(|rel| WholeFile {
+                    rel,
+                    meta: meta(),
+                    data: b"owned".to_vec(),
+                    hash: *blake3::hash(b"owned").as_bytes(),
+                    keep_old: None,
+                })
+                .collect(),
+        )
+    };
+    let bad_escape = with_bad_path(
+        |rel| batch(vec![RelPath::new(&good).unwrap(), rel]),
+        escape.as_bytes(),
+    );
+    let r = link.request_raw(&bad_escape).await.unwrap();
+    assert!(matches!(r, Response::Error(_)), "{r:?}");
+    assert!(
+        !pair.dst_root.join("fine.txt").exists(),
+        "half a refused batch landed"
+    );
+    let r = link
+        .request(&batch(vec![
+            RelPath::new(&good).unwrap(),
+            RelPath::new(b"evil/pwned2").unwrap(),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(r, Response::Files(vec![]), "the answer is the batch before");
+    match link.request(&Request::FilesFlush).await.unwrap() {
+        Response::Files(results) => assert!(
+            matches!(results.as_slice(), [None, Some(_)]),
+            "the good file in place, the one through the symlink refused: {results:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(pair.dst_root.join("fine.txt")).unwrap(),
+        b"owned"
+    );
     link.close().await;
 
     let left: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
