@@ -47,31 +47,33 @@ impl What {
     }
 }
 
-/// One path to create or update on the receiver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub path: RelPath,
+/// One path to create or update on the receiver. The diff borrows from the
+/// manifests it compares: a first copy of 100,000 files lists 100,000
+/// changes, and copies of their entries would double the memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub path: &'a RelPath,
     pub what: What,
     /// The sender's entry: what the path must become.
-    pub local: Entry,
+    pub local: &'a Entry,
     /// The receiver's entry, when it has one.
-    pub remote: Option<Entry>,
+    pub remote: Option<&'a Entry>,
 }
 
 /// One path the receiver has and the sender does not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Removal {
-    pub path: RelPath,
-    pub remote: Entry,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal<'a> {
+    pub path: &'a RelPath,
+    pub remote: &'a Entry,
 }
 
 /// A path both sides changed since the base (the last good sync).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    pub path: RelPath,
-    pub local: Option<Entry>,
-    pub remote: Option<Entry>,
-    pub base: Option<Entry>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict<'a> {
+    pub path: &'a RelPath,
+    pub local: Option<&'a Entry>,
+    pub remote: Option<&'a Entry>,
+    pub base: Option<&'a Entry>,
 }
 
 /// What it takes to make the receiver's tree equal the sender's.
@@ -79,31 +81,31 @@ pub struct Conflict {
 /// Apply `delete` first (children before parents), then `changes` (parents
 /// before children). `conflicts` and `held` are not in either list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Diff {
+pub struct Diff<'a> {
     /// Creates and updates, parents before children.
-    pub changes: Vec<Change>,
+    pub changes: Vec<Change<'a>>,
     /// Children before parents. Every path below a deleted directory is
     /// listed.
-    pub delete: Vec<Removal>,
+    pub delete: Vec<Removal<'a>>,
     /// Changed on both sides since the base: left alone unless the caller
     /// decides ([`Diff::overwrite_conflicts`]).
-    pub conflicts: Vec<Conflict>,
+    pub conflicts: Vec<Conflict<'a>>,
     /// Differences at or below a path unsettled on either side (busy,
     /// unreadable, a mount point...): left alone this run.
-    pub held: Vec<RelPath>,
+    pub held: Vec<&'a RelPath>,
 }
 
-impl Diff {
+impl<'a> Diff<'a> {
     /// Nothing to do (conflicts count as something; held paths do not).
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.delete.is_empty() && self.conflicts.is_empty()
     }
 
-    pub fn creates(&self) -> impl Iterator<Item = &Change> {
+    pub fn creates(&self) -> impl Iterator<Item = &Change<'a>> {
         self.changes.iter().filter(|c| c.what == What::Create)
     }
 
-    pub fn updates(&self) -> impl Iterator<Item = &Change> {
+    pub fn updates(&self) -> impl Iterator<Item = &Change<'a>> {
         self.changes.iter().filter(|c| c.what != What::Create)
     }
 
@@ -112,7 +114,7 @@ impl Diff {
     pub fn content_bytes(&self) -> u64 {
         self.changes
             .iter()
-            .filter(|c| c.what.needs_content(&c.local))
+            .filter(|c| c.what.needs_content(c.local))
             .map(|c| match c.local.kind {
                 Kind::File { size, .. } => size,
                 _ => 0,
@@ -124,9 +126,10 @@ impl Diff {
     /// replaced by another kind).
     pub fn files_deleted(&self) -> u64 {
         let deleted = self.delete.iter().filter(|r| r.remote.kind.is_file());
-        let replaced = self.changes.iter().filter(|c| {
-            c.what == What::Replace && c.remote.as_ref().is_some_and(|r| r.kind.is_file())
-        });
+        let replaced = self
+            .changes
+            .iter()
+            .filter(|c| c.what == What::Replace && c.remote.is_some_and(|r| r.kind.is_file()));
         (deleted.count() + replaced.count()) as u64
     }
 
@@ -134,10 +137,10 @@ impl Diff {
     /// copy wins): each becomes the change or deletion it would have been.
     pub fn overwrite_conflicts(&mut self) {
         for c in std::mem::take(&mut self.conflicts) {
-            push_difference(self, c.path, c.local.as_ref(), c.remote.as_ref());
+            push_difference(self, c.path, c.local, c.remote);
         }
-        self.changes.sort_by(|a, b| a.path.cmp(&b.path));
-        self.delete.sort_by(|a, b| b.path.cmp(&a.path));
+        self.changes.sort_by(|a, b| a.path.cmp(b.path));
+        self.delete.sort_by(|a, b| b.path.cmp(a.path));
     }
 }
 
@@ -147,9 +150,37 @@ impl Diff {
 ///
 /// Give both sides the same excludes: a path the receiver has but the
 /// sender excluded would be listed for deletion.
-pub fn diff(local: &Manifest, remote: &Manifest, base: Option<&Manifest>) -> Diff {
+pub fn diff<'a>(local: &'a Manifest, remote: &'a Manifest, base: Option<&'a Manifest>) -> Diff<'a> {
+    diff_entries(local.iter(), local, remote, base)
+}
+
+/// [`diff`], with `local` narrowed to the paths a tree walk found
+/// different (`remote` and `base` hold only those already): what
+/// `diff(&td.select(local), ...)` gives, without copying `local`.
+pub fn diff_selected<'a>(
+    local: &'a Manifest,
+    td: &TreeDiff,
+    remote: &'a Manifest,
+    base: Option<&'a Manifest>,
+) -> Diff<'a> {
+    diff_entries(
+        local.iter().filter(|(p, _)| td.covers(p)),
+        local,
+        remote,
+        base,
+    )
+}
+
+/// The merge of `local_entries` (in path order, from `local`) with
+/// `remote`'s.
+fn diff_entries<'a>(
+    local_entries: impl Iterator<Item = (&'a RelPath, &'a Entry)>,
+    local: &'a Manifest,
+    remote: &'a Manifest,
+    base: Option<&'a Manifest>,
+) -> Diff<'a> {
     let mut d = Diff::default();
-    let mut li = local.iter().peekable();
+    let mut li = local_entries.peekable();
     let mut ri = remote.iter().peekable();
     loop {
         let order = match (li.peek(), ri.peek()) {
@@ -171,22 +202,22 @@ pub fn diff(local: &Manifest, remote: &Manifest, base: Option<&Manifest>) -> Dif
             continue;
         }
         if local.is_unsettled(path) || remote.is_unsettled(path) {
-            d.held.push(path.clone());
+            d.held.push(path);
             continue;
         }
         if let Some(base) = base {
             let b = base.get(path);
             if !same(l, b) && !same(r, b) {
                 d.conflicts.push(Conflict {
-                    path: path.clone(),
-                    local: l.cloned(),
-                    remote: r.cloned(),
-                    base: b.cloned(),
+                    path,
+                    local: l,
+                    remote: r,
+                    base: b,
                 });
                 continue;
             }
         }
-        push_difference(&mut d, path.clone(), l, r);
+        push_difference(&mut d, path, l, r);
     }
     d.delete.reverse();
     d
@@ -200,18 +231,20 @@ fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
     }
 }
 
-fn push_difference(d: &mut Diff, path: RelPath, l: Option<&Entry>, r: Option<&Entry>) {
+fn push_difference<'a>(
+    d: &mut Diff<'a>,
+    path: &'a RelPath,
+    l: Option<&'a Entry>,
+    r: Option<&'a Entry>,
+) {
     match (l, r) {
         (Some(l), None) => d.changes.push(Change {
             path,
             what: What::Create,
-            local: l.clone(),
+            local: l,
             remote: None,
         }),
-        (None, Some(r)) => d.delete.push(Removal {
-            path,
-            remote: r.clone(),
-        }),
+        (None, Some(r)) => d.delete.push(Removal { path, remote: r }),
         (Some(l), Some(r)) => {
             let what = if std::mem::discriminant(&l.kind) != std::mem::discriminant(&r.kind) {
                 What::Replace
@@ -223,8 +256,8 @@ fn push_difference(d: &mut Diff, path: RelPath, l: Option<&Entry>, r: Option<&En
             d.changes.push(Change {
                 path,
                 what,
-                local: l.clone(),
-                remote: Some(r.clone()),
+                local: l,
+                remote: Some(r),
             });
         }
         (None, None) => {}
@@ -275,6 +308,18 @@ impl TreeDiff {
     /// every differing directory and everything below a one-sided one,
     /// plus the unsettled paths. Each side selects from its own manifest
     /// (and the sender from the base too).
+    /// Whether [`TreeDiff::select`] would take `path` (to load no more of
+    /// a saved manifest than that).
+    pub fn covers(&self, path: &RelPath) -> bool {
+        self.paths.contains(path)
+            || path.parent().is_some_and(|dir| self.dirs.contains(&dir))
+            || (!self.subtrees.is_empty()
+                && (self.subtrees.contains(&RelPath::root())
+                    || path
+                        .ancestors_and_self()
+                        .any(|a| RelPath::new(a).is_ok_and(|a| self.subtrees.contains(&a)))))
+    }
+
     pub fn select(&self, m: &Manifest) -> Manifest {
         let mut out = Manifest::new();
         for dir in &self.dirs {
@@ -306,7 +351,7 @@ impl TreeDiff {
 /// for callers that talk to the other side asynchronously:
 ///
 /// ```ignore
-/// let mut walk = TreeWalk::new(&local_tree, remote_root_hash);
+/// let mut walk = TreeWalk::new(&local, &local_tree, remote_root_hash);
 /// while !walk.is_done() {
 ///     let listings = ask_remote(walk.wanted()).await?; // Tree::listings there
 ///     walk.feed(listings)?;
@@ -315,6 +360,8 @@ impl TreeDiff {
 /// ```
 #[derive(Debug)]
 pub struct TreeWalk<'a> {
+    /// Our manifest, and the tree built from it.
+    manifest: &'a Manifest,
     local: &'a Tree,
     wanted: Vec<RelPath>,
     result: TreeDiff,
@@ -323,13 +370,14 @@ pub struct TreeWalk<'a> {
 impl<'a> TreeWalk<'a> {
     /// Start from the receiver's root hash: if it equals ours the walk is
     /// already done, with nothing different.
-    pub fn new(local: &'a Tree, remote_root: [u8; 32]) -> TreeWalk<'a> {
+    pub fn new(manifest: &'a Manifest, local: &'a Tree, remote_root: [u8; 32]) -> TreeWalk<'a> {
         let wanted = if local.root() == remote_root {
             Vec::new()
         } else {
             vec![RelPath::root()]
         };
         TreeWalk {
+            manifest,
             local,
             wanted,
             result: TreeDiff::default(),
@@ -362,7 +410,7 @@ impl<'a> TreeWalk<'a> {
                 continue;
             };
             remote.sort_by(|a, b| a.name.cmp(&b.name));
-            let local = self.local.children(&dir).unwrap_or(&[]);
+            let local = self.local.children(self.manifest, &dir).unwrap_or_default();
             let (mut i, mut j) = (0, 0);
             while i < local.len() || j < remote.len() {
                 let (l, r) = match (local.get(i), remote.get(j)) {
@@ -409,11 +457,12 @@ impl<'a> TreeWalk<'a> {
 /// wanted directories with the receiver's listings ([`Tree::listings`]).
 /// Never calls `fetch` when the root hashes are equal.
 pub fn tree_diff(
+    manifest: &Manifest,
     local: &Tree,
     remote_root: [u8; 32],
     mut fetch: impl FnMut(&[RelPath]) -> Result<Vec<Option<Vec<Child>>>>,
 ) -> Result<TreeDiff> {
-    let mut walk = TreeWalk::new(local, remote_root);
+    let mut walk = TreeWalk::new(manifest, local, remote_root);
     while !walk.is_done() {
         let listings = fetch(walk.wanted())?;
         walk.feed(listings)?;
@@ -477,7 +526,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            paths(d.delete.iter().map(|r| &r.path)),
+            paths(d.delete.iter().map(|r| r.path)),
             ["k/y", "gone/x", "gone"]
         );
         assert_eq!(d.files_deleted(), 2);
@@ -505,19 +554,19 @@ mod tests {
             ("i", file(5)),
         ]);
         let d = diff(&local, &remote, Some(&base));
-        assert_eq!(paths(d.conflicts.iter().map(|c| &c.path)), ["g", "h"]);
-        assert_eq!(paths(d.changes.iter().map(|c| &c.path)), ["f"]);
+        assert_eq!(paths(d.conflicts.iter().map(|c| c.path)), ["g", "h"]);
+        assert_eq!(paths(d.changes.iter().map(|c| c.path)), ["f"]);
         assert!(d.delete.is_empty());
         // Without a base: plain mirroring.
         let plain = diff(&local, &remote, None);
         assert!(plain.conflicts.is_empty());
-        assert_eq!(paths(plain.changes.iter().map(|c| &c.path)), ["f", "g"]);
+        assert_eq!(paths(plain.changes.iter().map(|c| c.path)), ["f", "g"]);
         // The active side wins when asked.
         let mut d = d;
         d.overwrite_conflicts();
         assert!(d.conflicts.is_empty());
-        assert_eq!(paths(d.changes.iter().map(|c| &c.path)), ["f", "g"]);
-        assert_eq!(paths(d.delete.iter().map(|r| &r.path)), ["h"]);
+        assert_eq!(paths(d.changes.iter().map(|c| c.path)), ["f", "g"]);
+        assert_eq!(paths(d.delete.iter().map(|r| r.path)), ["h"]);
     }
 
     #[test]
@@ -544,8 +593,8 @@ mod tests {
             ("d/other", file(1)),
         ]);
         let d = diff(&local, &remote, None);
-        assert_eq!(paths(d.held.iter()), ["busy", "d/mnt", "d/mnt/x"]);
-        assert_eq!(paths(d.delete.iter().map(|r| &r.path)), ["d/other"]);
+        assert_eq!(paths(d.held.iter().copied()), ["busy", "d/mnt", "d/mnt/x"]);
+        assert_eq!(paths(d.delete.iter().map(|r| r.path)), ["d/other"]);
     }
 
     #[test]
@@ -562,7 +611,8 @@ mod tests {
         );
         assert!(err.contains("limit of 20%"), "{err}");
         delete_guard(&Diff::default(), 0, 0).unwrap();
-        let all = diff(&Manifest::new(), &remote, None);
+        let empty = Manifest::new();
+        let all = diff(&empty, &remote, None);
         assert!(delete_guard(&all, 3, 99).is_err());
     }
 
@@ -570,9 +620,9 @@ mod tests {
     fn walk(local: &Manifest, remote: &Manifest) -> (TreeDiff, usize) {
         let (lt, rt) = (tree(local), tree(remote));
         let mut trips = 0;
-        let td = tree_diff(&lt, rt.root(), |wanted| {
+        let td = tree_diff(local, &lt, rt.root(), |wanted| {
             trips += 1;
-            Ok(rt.listings(wanted))
+            Ok(rt.listings(remote, wanted))
         })
         .unwrap();
         (td, trips)
@@ -604,8 +654,11 @@ mod tests {
             paths(td.select(&changed).iter().map(|(p, _)| p)),
             ["a", "a/b", "a/b/f"]
         );
-        let d = diff(&td.select(&changed), &td.select(&base), None);
-        assert_eq!(paths(d.changes.iter().map(|c| &c.path)), ["a/b/f"]);
+        let (l, r) = (td.select(&changed), td.select(&base));
+        let d = diff(&l, &r, None);
+        assert_eq!(diff_selected(&changed, &td, &r, None), d);
+        assert_eq!(paths(d.changes.iter().map(|c| c.path)), ["a/b/f"]);
+        covers_is_select(&td, &[&changed, &base]);
 
         let mut gone = base.clone();
         gone.remove(&p("a/c"));
@@ -613,16 +666,34 @@ mod tests {
         gone.insert(p("new/x"), file(1)).unwrap();
         let (td, _) = walk(&gone, &base);
         assert_eq!(paths(td.subtrees.iter()), ["a/c", "new"]);
-        let d = diff(&td.select(&gone), &td.select(&base), None);
-        assert_eq!(paths(d.changes.iter().map(|c| &c.path)), ["new", "new/x"]);
-        assert_eq!(paths(d.delete.iter().map(|r| &r.path)), ["a/c/g", "a/c"]);
+        let (l, r) = (td.select(&gone), td.select(&base));
+        let d = diff(&l, &r, None);
+        assert_eq!(diff_selected(&gone, &td, &r, None), d);
+        assert_eq!(paths(d.changes.iter().map(|c| c.path)), ["new", "new/x"]);
+        assert_eq!(paths(d.delete.iter().map(|r| r.path)), ["a/c/g", "a/c"]);
+        covers_is_select(&td, &[&gone, &base]);
+        let td = TreeDiff {
+            dirs: [p("a")].into(),
+            ..td
+        };
+        covers_is_select(&td, &[&gone, &base]);
+    }
+
+    /// `covers` (the filter of a base's load) takes what `select` takes.
+    fn covers_is_select(td: &TreeDiff, ms: &[&Manifest]) {
+        for m in ms {
+            let selected = td.select(m);
+            for (path, _) in m.iter() {
+                assert_eq!(td.covers(path), selected.get(path).is_some(), "{path}");
+            }
+        }
     }
 
     #[test]
     fn walk_checks_the_answer() {
         let m = man(&[("a", file(1))]);
         let t = tree(&m);
-        let mut w = TreeWalk::new(&t, [0; 32]);
+        let mut w = TreeWalk::new(&m, &t, [0; 32]);
         assert_eq!(w.wanted(), &[RelPath::root()]);
         assert!(w.feed(vec![]).is_err());
         let bad = Child {
@@ -633,7 +704,7 @@ mod tests {
             files: 0,
         };
         assert!(w.feed(vec![Some(vec![bad])]).is_err());
-        let mut w = TreeWalk::new(&t, [0; 32]);
+        let mut w = TreeWalk::new(&m, &t, [0; 32]);
         w.feed(vec![None]).unwrap();
         assert!(w.is_done());
         assert_eq!(paths(w.finish().subtrees.iter()), ["."]);

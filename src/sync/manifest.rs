@@ -22,9 +22,10 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -197,12 +198,17 @@ fn check_name(name: &[u8]) -> Result<(), &'static str> {
 
 impl Ord for RelPath {
     fn cmp(&self, other: &Self) -> Ordering {
-        // Byte order, except that `/` sorts before everything else.
-        let key = |b: u8| if b == b'/' { 0 } else { b };
-        match self.0.iter().zip(&other.0).position(|(a, b)| a != b) {
-            Some(i) => key(self.0[i]).cmp(&key(other.0[i])),
-            None => self.0.len().cmp(&other.0.len()),
-        }
+        path_order(&self.0, &other.0)
+    }
+}
+
+/// [`RelPath`]'s order on raw bytes: byte order, except that `/` sorts
+/// before everything else.
+fn path_order(a: &[u8], b: &[u8]) -> Ordering {
+    let key = |b: u8| if b == b'/' { 0 } else { b };
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => key(a[i]).cmp(&key(b[i])),
+        None => a.len().cmp(&b.len()),
     }
 }
 
@@ -260,7 +266,9 @@ impl<'de> Deserialize<'de> for RelPath {
                 self.visit_bytes(&v)
             }
         }
-        d.deserialize_bytes(V)
+        // A byte buffer, not borrowed bytes: a streamed decode (from_io)
+        // then reuses one scratch buffer for every path.
+        d.deserialize_byte_buf(V)
     }
 }
 
@@ -382,6 +390,13 @@ pub struct Entry {
     /// same clock tick would not change the stat, so the next scan hashes
     /// the file again rather than trust it. Never compared.
     pub racy: bool,
+    /// Put in place by this standby's session, its hash checked as it was
+    /// written and its stat taken right after the rename: the closing
+    /// rescan trusts the hash while that stat holds, even in the racy
+    /// window, rather than read every received file back. Never compared
+    /// and never saved.
+    #[serde(skip)]
+    pub placed: bool,
 }
 
 /// An owner as compared between servers: the name when known, else the id.
@@ -425,15 +440,6 @@ impl Entry {
     }
 }
 
-/// The persisted and transferred form. The map is encoded as a sequence
-/// of pairs, decoded as a `Vec` and checked to be in order, so loading
-/// builds the map in one pass.
-#[derive(Deserialize)]
-struct Body {
-    entries: Vec<(RelPath, Entry)>,
-    unsettled: Vec<RelPath>,
-}
-
 /// Starts every encoded manifest; bumped when the format changes.
 const MAGIC: &[u8; 8] = b"siphaMF1";
 
@@ -464,26 +470,6 @@ pub struct Loaded {
     pub warning: Option<String>,
 }
 
-/// Make every entry naming the same owner share one copy of the name (a
-/// decoded manifest has one per entry: 100,000 of "asterisk").
-fn share_owner_names(entries: &mut [(RelPath, Entry)]) {
-    let mut names: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
-    let mut share = |name: &mut Option<Arc<str>>| {
-        if let Some(n) = name {
-            match names.get(&**n) {
-                Some(shared) => *n = Arc::clone(shared),
-                None => {
-                    names.insert(Arc::clone(n));
-                }
-            }
-        }
-    };
-    for (_, e) in entries.iter_mut() {
-        share(&mut e.user);
-        share(&mut e.group);
-    }
-}
-
 impl Manifest {
     pub fn new() -> Manifest {
         Manifest::default()
@@ -510,25 +496,6 @@ impl Manifest {
             bail!("the sync root itself cannot be a manifest entry");
         }
         Ok(self.entries.insert(path, entry))
-    }
-
-    /// From entries already in path order (a scan's), built in one pass;
-    /// refuses entries out of order or repeated.
-    pub(crate) fn from_sorted(
-        entries: Vec<(RelPath, Entry)>,
-        unsettled: Vec<RelPath>,
-    ) -> Result<Manifest> {
-        if let Some(w) = entries.windows(2).find(|w| w[0].0 >= w[1].0) {
-            bail!("manifest entries out of order: {} then {}", w[0].0, w[1].0);
-        }
-        if entries.first().is_some_and(|(p, _)| p.is_root()) {
-            bail!("the sync root itself cannot be a manifest entry");
-        }
-        Ok(Manifest {
-            // Sorted input: collecting builds the map in linear time.
-            entries: entries.into_iter().collect(),
-            unsettled: unsettled.into_iter().collect(),
-        })
     }
 
     /// From a scan's map (never holding the root).
@@ -628,10 +595,18 @@ impl Manifest {
                 .any(|p| self.unsettled.contains(&RelPath(p.to_vec())))
     }
 
-    /// Encode for the state directory or the wire: a magic header, the
-    /// postcard body, and a blake3 checksum of both.
+    /// Encode for the state directory: a magic header, the postcard body,
+    /// and a blake3 checksum of both.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        /// The map as a sequence of pairs, as [`Body`] reads it.
+        let mut out = Vec::new();
+        self.write_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`Manifest::to_bytes`], streamed to `w`: 100,000 entries are never
+    /// encoded into memory first.
+    pub fn write_to(&self, w: impl Write) -> Result<()> {
+        /// The map as a sequence of pairs, as [`Manifest::read_from`] reads it.
         struct Pairs<'a>(&'a BTreeMap<RelPath, Entry>);
         impl Serialize for Pairs<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -643,32 +618,82 @@ impl Manifest {
             entries: Pairs<'a>,
             unsettled: &'a BTreeSet<RelPath>,
         }
-        let mut out = MAGIC.to_vec();
         let body = BodyRef {
             entries: Pairs(&self.entries),
             unsettled: &self.unsettled,
         };
-        out = postcard::to_extend(&body, out).context("cannot encode the manifest")?;
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
-        Ok(out)
+        // Buffered outside the hashing, so blake3 sees large writes.
+        let mut out = BufWriter::with_capacity(1 << 16, Hashing::new(w));
+        out.write_all(MAGIC)?;
+        let out = postcard::to_io(&body, out).context("cannot encode the manifest")?;
+        let mut hashed = out.into_inner().map_err(|e| e.into_error())?;
+        let sum = hashed.hasher.finalize();
+        hashed.inner.write_all(sum.as_bytes())?;
+        hashed.inner.flush()?;
+        Ok(())
     }
 
     /// Decode what [`Manifest::to_bytes`] made, checking the checksum, every
     /// path, and that every entry's parent is a directory entry.
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest> {
-        if bytes.len() < MAGIC.len() + 32 || !bytes.starts_with(MAGIC) {
+        Manifest::read_from(bytes, bytes.len() as u64, None)
+    }
+
+    /// Decode `len` bytes of [`Manifest::write_to`] from `r`, as it reads:
+    /// entries go straight into the map (in order, refusing any out of
+    /// order), and with `keep` only the entries it accepts are kept (a
+    /// partial manifest is not checked for parents). The checksum covers
+    /// what was read: a corrupt file is an error, never a wrong manifest.
+    pub fn read_from(
+        r: impl Read,
+        len: u64,
+        keep: Option<&dyn Fn(&RelPath) -> bool>,
+    ) -> Result<Manifest> {
+        if len < (MAGIC.len() + 32) as u64 {
+            bail!("not a sip-ha manifest (too short)");
+        }
+        let mut r = r;
+        let mut body = BufReader::with_capacity(1 << 16, Hashing::new((&mut r).take(len - 32)));
+        let mut magic = [0u8; MAGIC.len()];
+        body.read_exact(&mut magic)?;
+        if &magic != MAGIC {
             bail!("not a sip-ha manifest (bad header)");
         }
-        let (data, sum) = bytes.split_at(bytes.len() - 32);
-        if blake3::hash(data).as_bytes() != sum {
+        // Room for the longest path or owner name; reused for each.
+        let mut scratch = vec![0u8; RelPath::MAX_LEN + 64];
+        let seed = BodySeed {
+            keep,
+            names: HashSet::new(),
+        };
+        let decoded = {
+            let mut de = postcard::Deserializer::from_flavor(
+                postcard::de_flavors::io::io::IOReader::new(&mut body, &mut scratch),
+            );
+            serde::de::DeserializeSeed::deserialize(seed, &mut de)
+        };
+        let (entries, unsettled) = decoded.context("cannot decode the manifest")?;
+        let mut rest = [0u8; 1];
+        if body.read(&mut rest)? != 0 {
+            bail!("trailing bytes after the manifest body");
+        }
+        let hashed = body.into_inner();
+        if hashed.inner.limit() != 0 {
             bail!("manifest checksum mismatch (truncated or corrupt)");
         }
-        let mut body: Body =
-            postcard::from_bytes(&data[MAGIC.len()..]).context("cannot decode the manifest")?;
-        share_owner_names(&mut body.entries);
-        let manifest = Manifest::from_sorted(body.entries, body.unsettled)?;
-        manifest.check_closed()?;
+        let computed = hashed.hasher.finalize();
+        let mut sum = [0u8; 32];
+        r.read_exact(&mut sum)
+            .context("manifest checksum mismatch (truncated or corrupt)")?;
+        if computed.as_bytes() != &sum {
+            bail!("manifest checksum mismatch (truncated or corrupt)");
+        }
+        let manifest = Manifest {
+            entries,
+            unsettled: unsettled.into_iter().collect(),
+        };
+        if keep.is_none() {
+            manifest.check_closed()?;
+        }
         Ok(manifest)
     }
 
@@ -706,8 +731,18 @@ impl Manifest {
     /// and an unreadable or corrupt one is ignored with a warning; either
     /// way the result is empty and the next scan hashes every file.
     pub fn load(path: &Path) -> Loaded {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        Manifest::load_where(path, None)
+    }
+
+    /// [`Manifest::load`], keeping only the entries `keep` accepts (the
+    /// base of a sync needs only the differing paths).
+    pub fn load_where(path: &Path, keep: Option<&dyn Fn(&RelPath) -> bool>) -> Loaded {
+        let opened = std::fs::File::open(path).and_then(|f| {
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        });
+        let (file, len) = match opened {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Loaded {
                     manifest: Manifest::new(),
@@ -729,7 +764,7 @@ impl Manifest {
                 }
             }
         };
-        match Manifest::from_bytes(&bytes) {
+        match Manifest::read_from(file, len, keep) {
             Ok(manifest) => Loaded {
                 manifest,
                 status: LoadStatus::Loaded,
@@ -748,9 +783,130 @@ impl Manifest {
 
     /// Write atomically (temp file, fsync, rename, fsync of the directory).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes()?;
-        crate::state::write_atomic(path, &bytes)
+        crate::state::write_atomic_with(path, |f| self.write_to(f))
             .with_context(|| format!("cannot save the manifest {}", path.display()))
+    }
+}
+
+/// Passes bytes through to `inner`, hashing them on the way (the
+/// manifest's checksum).
+struct Hashing<T> {
+    inner: T,
+    hasher: blake3::Hasher,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Hashing<T> {
+        Hashing {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Decodes the body `(entries, unsettled)` straight into a map.
+struct BodySeed<'k> {
+    keep: Option<&'k dyn Fn(&RelPath) -> bool>,
+    /// One copy of each owner name (100,000 entries name a few owners).
+    names: HashSet<Arc<str>>,
+}
+
+type Body = (BTreeMap<RelPath, Entry>, Vec<RelPath>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Body;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Body, D::Error> {
+        d.deserialize_tuple(2, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodySeed<'_> {
+    type Value = Body;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a manifest body")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
+        use serde::de::Error;
+        let entries = seq
+            .next_element_seed(EntriesSeed(self))?
+            .ok_or_else(|| A::Error::custom("no entries"))?;
+        let unsettled = seq
+            .next_element::<Vec<RelPath>>()?
+            .ok_or_else(|| A::Error::custom("no unsettled list"))?;
+        Ok((entries, unsettled))
+    }
+}
+
+/// The entries: checked in order, owner names shared, filtered by `keep`.
+struct EntriesSeed<'k>(BodySeed<'k>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_> {
+    type Value = BTreeMap<RelPath, Entry>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
+    type Value = BTreeMap<RelPath, Entry>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("manifest entries in path order")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        mut self,
+        mut seq: A,
+    ) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let mut map = BTreeMap::new();
+        let mut last: Vec<u8> = Vec::new();
+        let mut first = true;
+        let names = &mut self.0.names;
+        let mut share = |name: &mut Option<Arc<str>>| {
+            if let Some(n) = name {
+                match names.get(&**n) {
+                    Some(shared) => *n = Arc::clone(shared),
+                    None => {
+                        names.insert(Arc::clone(n));
+                    }
+                }
+            }
+        };
+        while let Some((path, mut entry)) = seq.next_element::<(RelPath, Entry)>()? {
+            if path.is_root() {
+                return Err(A::Error::custom("an entry for the sync root itself"));
+            }
+            if !first && path_order(&last, path.as_bytes()) != Ordering::Less {
+                return Err(A::Error::custom(format!("entries out of order at {path}")));
+            }
+            first = false;
+            last.clear();
+            last.extend_from_slice(path.as_bytes());
+            if self.0.keep.is_none_or(|keep| keep(&path)) {
+                share(&mut entry.user);
+                share(&mut entry.group);
+                map.insert(path, entry);
+            }
+        }
+        Ok(map)
     }
 }
 
@@ -799,6 +955,7 @@ mod tests {
             dev: 1,
             ino: 2,
             racy: false,
+            placed: false,
         }
     }
 
@@ -942,6 +1099,53 @@ mod tests {
         under_file.insert(p("f/x"), file(1)).unwrap();
         assert!(Manifest::from_bytes(&under_file.to_bytes().unwrap()).is_err());
         assert!(Manifest::new().insert(RelPath::root(), file(1)).is_err());
+
+        // Entries out of order, or repeated, are refused even with a good
+        // checksum (a manifest from a bug, or from a peer that lies).
+        let sealed = |pairs: Vec<(RelPath, Entry)>| {
+            let mut out = MAGIC.to_vec();
+            out = postcard::to_extend(&(pairs, Vec::<RelPath>::new()), out).unwrap();
+            let sum = blake3::hash(&out);
+            out.extend_from_slice(sum.as_bytes());
+            out
+        };
+        let good = sealed(vec![(p("a"), file(1)), (p("b"), file(2))]);
+        assert_eq!(Manifest::from_bytes(&good).unwrap().len(), 2);
+        for bad in [
+            vec![(p("b"), file(1)), (p("a"), file(2))],
+            vec![(p("a"), file(1)), (p("a"), file(2))],
+        ] {
+            let err = Manifest::from_bytes(&sealed(bad)).unwrap_err();
+            assert!(format!("{err:#}").contains("decode"), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn a_filtered_load_keeps_only_the_paths_asked_for() {
+        let m = sample();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m");
+        m.save(&file).unwrap();
+        assert_eq!(Manifest::load(&file).manifest, m);
+        let keep = |path: &RelPath| path.is_within(&p("a/d"));
+        let loaded = Manifest::load_where(&file, Some(&keep));
+        assert_eq!(loaded.status, LoadStatus::Loaded);
+        let kept: Vec<String> = loaded.manifest.iter().map(|(p, _)| p.to_string()).collect();
+        let want: Vec<String> = m
+            .iter()
+            .filter(|(path, _)| keep(path))
+            .map(|(p, _)| p.to_string())
+            .collect();
+        assert!(!want.is_empty() && want.len() < m.len());
+        assert_eq!(kept, want);
+        // A truncated file is ignored whole, filtered or not.
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 5]).unwrap();
+        assert_eq!(
+            Manifest::load_where(&file, Some(&keep)).status,
+            LoadStatus::Corrupt
+        );
+        assert!(Manifest::load(&file).manifest.is_empty());
     }
 
     #[test]

@@ -80,7 +80,8 @@ pub mod trash;
 pub mod tree;
 
 pub use diff::{
-    delete_guard, diff, tree_diff, Change, Conflict, Diff, Removal, TreeDiff, TreeWalk, What,
+    delete_guard, diff, diff_selected, tree_diff, Change, Conflict, Diff, Removal, TreeDiff,
+    TreeWalk, What,
 };
 pub use manifest::{BadPath, Entry, Kind, LoadStatus, Loaded, Manifest, Owner, RelPath, Time};
 pub use scan::{

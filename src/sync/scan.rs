@@ -37,7 +37,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
-use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
@@ -227,11 +227,6 @@ pub struct ScanOptions {
     pub max_file_size: Option<u64>,
     /// SQLite databases described by a snapshot of them.
     pub sqlite: Option<Snapshots>,
-    /// Paths whose previous hash holds in the racy window too, while their
-    /// stat is unchanged: the receiver's own new files, whose hash it
-    /// checked as it wrote them and whose stat it took after putting them
-    /// in place, so that it does not read back every file it received.
-    pub trusted: HashSet<RelPath>,
 }
 
 impl ScanOptions {
@@ -241,7 +236,6 @@ impl ScanOptions {
         Ok(ScanOptions {
             max_file_size: sp.max_file_size,
             sqlite: Snapshots::of(sp, state_dir)?,
-            trusted: HashSet::new(),
         })
     }
 }
@@ -572,6 +566,7 @@ impl Scanner<'_> {
             dev: st.st_dev,
             ino: st.st_ino,
             racy: false,
+            placed: false,
         }
     }
 
@@ -585,17 +580,17 @@ impl Scanner<'_> {
             let snapshot = sqlite::snapshot_file(&snapshots.dir, &rel);
             return self.snapshot(rel, &snapshot, st);
         }
-        // The receiver's own new files: their hash was checked as written
-        // and their stat taken right after (see ScanOptions::trusted).
-        let racy_before = if self.opts.trusted.contains(&rel) {
-            Time::new(i64::MAX, 0)
-        } else {
-            self.racy_before
-        };
-        if let Some(hash) = self
-            .previous(&rel)
-            .and_then(|prev| reusable(prev, &stat, racy_before))
-        {
+        let racy_before = self.racy_before;
+        if let Some(hash) = self.previous(&rel).and_then(|prev| {
+            // The receiver's own new files: their hash was checked as
+            // written and their stat taken right after (Entry::placed).
+            let racy_before = if prev.placed {
+                Time::new(i64::MAX, 0)
+            } else {
+                racy_before
+            };
+            reusable(prev, &stat, racy_before)
+        }) {
             self.report.files += 1;
             let e = self.entry(
                 Kind::File {
@@ -806,6 +801,7 @@ mod tests {
             dev: 1,
             ino: 2,
             racy,
+            placed: false,
         }
     }
 

@@ -40,7 +40,7 @@
 
 use super::channel::Channel;
 use super::chunk::{self, Piece, Signature};
-use super::diff::{delete_guard, diff, TreeWalk, What};
+use super::diff::{delete_guard, diff_selected, Change, TreeWalk, What};
 use super::manifest::{Entry, Kind, LoadStatus, Manifest, RelPath};
 use super::receive::FileMeta;
 use super::session::{excludes, manifest_file};
@@ -308,6 +308,90 @@ struct FileJob {
     scanned: Scanned,
 }
 
+/// Makes the [`FileJob`]s of a path's changes.
+#[derive(Clone, Copy)]
+struct Jobs<'a> {
+    sp: &'a SyncPath,
+    state_dir: &'a Path,
+    /// Conflicts: the standby keeps its version beside the new one.
+    kept: &'a BTreeSet<RelPath>,
+    at_ms: u64,
+}
+
+impl<'a> Jobs<'a> {
+    fn keep_old(&self, c: &Change) -> Option<KeepOld> {
+        self.kept
+            .contains(c.path)
+            .then_some(KeepOld { at_ms: self.at_ms })
+    }
+
+    /// The job of a change to a file's content.
+    fn of(&self, c: &Change) -> FileJob {
+        FileJob {
+            file: super::sqlite::source_file(self.sp, self.state_dir, c.path),
+            rel: c.path.clone(),
+            meta: file_meta(c.local),
+            hash: match c.local.kind {
+                Kind::File { hash, .. } => hash,
+                _ => [0; 32],
+            },
+            keep_old: self.keep_old(c),
+            scanned: Scanned::of(c.local),
+        }
+    }
+
+    /// The jobs of the changes sent whole, made one at a time.
+    fn whole<'c>(self, changes: &'c [Change<'c>]) -> WholeJobs<'a, 'c> {
+        WholeJobs {
+            jobs: self,
+            changes: changes.iter(),
+        }
+    }
+}
+
+/// Iterator of [`Jobs::whole`] (a struct, not closures: the push future
+/// must be `Send`, which closures over borrowed changes defeat).
+struct WholeJobs<'a, 'c> {
+    jobs: Jobs<'a>,
+    changes: std::slice::Iter<'c, Change<'c>>,
+}
+
+impl Iterator for WholeJobs<'_, '_> {
+    type Item = FileJob;
+    fn next(&mut self) -> Option<FileJob> {
+        let c = self.changes.find(|c| how_sent(c) == Sent::Whole)?;
+        Some(self.jobs.of(c))
+    }
+}
+
+/// How a change travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Its own request: a directory, a symlink, metadata only.
+    Request,
+    /// In a [`Request::Files`] batch.
+    Whole,
+    /// As a delta against the standby's copy.
+    Delta,
+}
+
+fn how_sent(c: &Change) -> Sent {
+    match c.local.kind {
+        Kind::File { size, .. } if c.what != What::Metadata => {
+            let old_size = match c.remote.map(|r| &r.kind) {
+                Some(Kind::File { size, .. }) => *size,
+                _ => 0,
+            };
+            if size <= ALWAYS_WHOLE || (size <= WHOLE_MAX && old_size < DELTA_MIN_OLD) {
+                Sent::Whole
+            } else {
+                Sent::Delta
+            }
+        }
+        _ => Sent::Request,
+    }
+}
+
 /// The stat a file had when the scan hashed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Scanned {
@@ -426,7 +510,7 @@ impl<C: Channel> PathRun<'_, C> {
         };
 
         // 4: where they differ.
-        let mut walk = TreeWalk::new(&local_tree, remote_root);
+        let mut walk = TreeWalk::new(&local, &local_tree, remote_root);
         while !walk.is_done() {
             let listings = match self
                 .ask(&Request::SyncListings {
@@ -451,17 +535,15 @@ impl<C: Channel> PathRun<'_, C> {
             }
             return Ok(());
         }
-        let base = match Manifest::load(&base_file) {
+        // Only the base's entries for the differing paths are loaded.
+        let base_sel = match Manifest::load_where(&base_file, Some(&|p| td.covers(p))) {
             l if l.status == LoadStatus::Loaded => Some(l.manifest),
             _ => None,
         };
         let remote = self.fetch_selection(&td).await?;
-        let local_sel = td.select(&local);
-        let base_sel = base.as_ref().map(|b| td.select(b));
-        let mut d = diff(&local_sel, &remote, base_sel.as_ref());
-        // Only the diff is needed from here: on a first copy each of these
-        // is a copy of the whole tree.
-        drop((remote, local_sel, base_sel, base, td));
+        // Borrows its entries from the three manifests: no copies.
+        let mut d = diff_selected(&local, &td, &remote, base_sel.as_ref());
+        drop(td);
 
         // 5: conflicts: ours wins, the standby keeps its version.
         let kept: BTreeSet<RelPath> = d
@@ -470,6 +552,7 @@ impl<C: Channel> PathRun<'_, C> {
             .filter(|c| c.remote.is_some() && c.local.is_some())
             .map(|c| c.path.clone())
             .collect();
+        let kept = &kept;
         for c in &d.conflicts {
             let line = match (&c.local, &c.remote) {
                 (Some(_), Some(_)) => format!(
@@ -543,12 +626,25 @@ impl<C: Channel> PathRun<'_, C> {
             };
             self.queue(&request, Awaiting::one("deleting")).await?;
         }
-        let at_ms = crate::state::now_ms();
-        let mut whole = Vec::new();
+        let jobs = Jobs {
+            sp: self.sp,
+            state_dir: self.state_dir,
+            kept,
+            at_ms: crate::state::now_ms(),
+        };
+        let (mut content_files, mut content_bytes) = (0u64, 0u64);
         let mut deltas = Vec::new();
-        for c in std::mem::take(&mut d.changes) {
-            let keep_old = kept.contains(&c.path).then_some(KeepOld { at_ms });
-            let meta = file_meta(&c.local);
+        for c in &d.changes {
+            let sent = how_sent(c);
+            if let (Sent::Whole | Sent::Delta, Kind::File { size, .. }) = (sent, &c.local.kind) {
+                content_files += 1;
+                content_bytes += size;
+                if sent == Sent::Delta {
+                    deltas.push(jobs.of(c));
+                }
+                continue;
+            }
+            let meta = file_meta(c.local);
             let request = match &c.local.kind {
                 Kind::Dir => Request::SyncDir {
                     rel: c.path.clone(),
@@ -558,44 +654,22 @@ impl<C: Channel> PathRun<'_, C> {
                     rel: c.path.clone(),
                     target: target.clone(),
                     meta,
-                    keep_old,
+                    keep_old: jobs.keep_old(c),
                 },
-                Kind::File { hash, .. } if c.what == What::Metadata => Request::SyncMeta {
+                Kind::File { hash, .. } => Request::SyncMeta {
                     rel: c.path.clone(),
                     meta,
                     hash: *hash,
                 },
-                Kind::File { size, hash } => {
-                    let old_size = match c.remote.as_ref().map(|r| &r.kind) {
-                        Some(Kind::File { size, .. }) => *size,
-                        _ => 0,
-                    };
-                    let job = FileJob {
-                        file: super::sqlite::source_file(self.sp, self.state_dir, &c.path),
-                        rel: c.path.clone(),
-                        meta,
-                        hash: *hash,
-                        keep_old,
-                        scanned: Scanned::of(&c.local),
-                    };
-                    if *size <= ALWAYS_WHOLE || (*size <= WHOLE_MAX && old_size < DELTA_MIN_OLD) {
-                        whole.push(job);
-                    } else {
-                        deltas.push(job);
-                    }
-                    continue;
-                }
             };
             self.sum.other_changes += 1;
             self.queue(&request, Awaiting::one(&c.path.to_string()))
                 .await?;
         }
-        let content = whole.iter().chain(&deltas);
-        self.progress.planned(
-            (whole.len() + deltas.len()) as u64,
-            content.map(|j| j.meta.size).sum(),
-        );
-        self.send_batches(whole).await?;
+        self.progress.planned(content_files, content_bytes);
+        // Small files are made into jobs as the reader takes them: a first
+        // copy has 100,000 of them.
+        self.send_batches(jobs.whole(&d.changes)).await?;
         self.drain().await?;
         for job in deltas {
             let what = job.rel.to_string();
@@ -730,15 +804,33 @@ impl<C: Channel> PathRun<'_, C> {
     /// answers each batch with the outcome of the one before (it puts a
     /// batch in place while the next arrives), and `FilesFlush` with the
     /// last one's.
-    async fn send_batches(&mut self, jobs: Vec<FileJob>) -> Result<(), Stop> {
-        if jobs.is_empty() {
+    async fn send_batches(&mut self, jobs: impl Iterator<Item = FileJob>) -> Result<(), Stop> {
+        let mut jobs = jobs.peekable();
+        if jobs.peek().is_none() {
             return Ok(());
         }
+        // Jobs go to the reader a batch's worth ahead, not all at once.
+        let (job_tx, job_rx) = tokio::sync::mpsc::channel::<FileJob>(FILES_BATCH_COUNT);
         let (tx, mut batches) = tokio::sync::mpsc::channel::<ReadBatch>(1);
-        let reader = tokio::task::spawn_blocking(move || read_batches(jobs, &tx));
+        let reader = tokio::task::spawn_blocking(move || read_batches(job_rx, &tx));
+        let mut job_tx = Some(job_tx);
         let mut result = Ok(());
         let mut previous = Vec::new();
-        while let Some(batch) = batches.recv().await {
+        loop {
+            let feed = job_tx.clone();
+            let batch = tokio::select! {
+                permit = async move { feed?.reserve_owned().await.ok() }, if job_tx.is_some() => {
+                    match (permit, jobs.next()) {
+                        (Some(permit), Some(job)) => drop(permit.send(job)),
+                        // All handed over (closing the channel ends the
+                        // reader's input), or the reader is gone.
+                        _ => job_tx = None,
+                    }
+                    continue;
+                }
+                batch = batches.recv() => batch,
+            };
+            let Some(batch) = batch else { break };
             for (rel, e) in batch.failed {
                 if let Err(stop) = self.item(&rel, Err(Stop::Path(e))) {
                     result = Err(stop);
@@ -760,7 +852,7 @@ impl<C: Channel> PathRun<'_, C> {
             }
         }
         // Stops the reader if it is still going.
-        drop(batches);
+        drop((batches, job_tx));
         let _ = reader.await;
         result?;
         self.queue(&Request::FilesFlush, Awaiting::Batch(previous))
@@ -840,13 +932,16 @@ impl<C: Channel> PathRun<'_, C> {
 /// Read `jobs` into batches of about [`FILES_BATCH_BYTES`] (at most
 /// [`FILES_BATCH_COUNT`] files), handing each to `tx`; stops early if the
 /// receiving end is gone.
-fn read_batches(jobs: Vec<FileJob>, tx: &tokio::sync::mpsc::Sender<ReadBatch>) {
+fn read_batches(
+    mut jobs: tokio::sync::mpsc::Receiver<FileJob>,
+    tx: &tokio::sync::mpsc::Sender<ReadBatch>,
+) {
     let mut batch = ReadBatch {
         files: Vec::new(),
         failed: Vec::new(),
     };
     let mut bytes = 0;
-    for job in jobs {
+    while let Some(job) = jobs.blocking_recv() {
         match read_small(&job.file, WHOLE_MAX) {
             Ok((data, after)) => {
                 bytes += data.len();

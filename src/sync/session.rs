@@ -56,7 +56,6 @@ use crate::config::SyncPath;
 use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
 use anyhow::{anyhow, bail, Context, Result};
 use globset::GlobSet;
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -164,8 +163,6 @@ pub struct Session {
     /// The entries selected for the sender, served page by page.
     selected: Option<Selection>,
     incoming: Option<Incoming>,
-    /// Files put in place this session, for the rescan (see [`Session::learn`]).
-    learned: Vec<(RelPath, Placed)>,
     /// The last [`Request::Files`] batch, being put in place.
     committing: Option<std::thread::JoinHandle<Committed>>,
     /// The marker of a session that writes.
@@ -211,8 +208,9 @@ impl Writing {
     }
 }
 
-/// A batch's outcome: per file, why it failed; and the files placed.
-type Committed = (Vec<Option<String>>, Vec<(RelPath, Placed)>);
+/// A batch's outcome: per file, why it failed; and the entries of the
+/// files placed (see [`placed_entry`]).
+type Committed = (Vec<Option<String>>, Vec<(RelPath, Entry)>);
 
 impl Drop for Session {
     /// A batch still being put in place finishes before the session goes
@@ -268,7 +266,6 @@ impl Session {
             node: setup.node.clone(),
             selected: None,
             incoming: None,
-            learned: Vec::new(),
             committing: None,
             writing: Writing::new(writing),
         })
@@ -387,13 +384,22 @@ impl Session {
             let mut learned = Vec::with_capacity(which.len());
             for ((i, rel), placed) in which.into_iter().zip(commit_batch(staged)) {
                 match placed {
-                    Ok(placed) => learned.push((rel, placed)),
+                    Ok(placed) => learned.extend(placed_entry(&placed).map(|e| (rel, e))),
                     Err(e) => results[i] = Some(format!("{e:#}")),
                 }
             }
             (results, learned)
         }));
         previous
+    }
+
+    /// Enter a file this session put in place into the manifest, for the
+    /// closing rescan (see [`placed_entry`]).
+    fn learn(&mut self, rel: RelPath, placed: &Placed) {
+        if let Some(entry) = placed_entry(placed) {
+            // Never the root: a file path from the sender.
+            let _ = self.manifest.insert(rel, entry);
+        }
     }
 
     /// Wait for the batch being put in place, if any: its outcome per file
@@ -404,7 +410,10 @@ impl Session {
         };
         match committing.join() {
             Ok((results, learned)) => {
-                self.learned.extend(learned);
+                for (rel, entry) in learned {
+                    // Never the root: a file path from the batch.
+                    let _ = self.manifest.insert(rel, entry);
+                }
                 results
             }
             // Not expected; the rescan finds what did land.
@@ -414,22 +423,19 @@ impl Session {
 
     /// Rescan after the sender's changes, save the manifest, and report.
     /// The files this session put in place are not read back: their hash
-    /// was checked as they were written (see [`Session::learn`]).
+    /// was checked as they were written (see [`placed_entry`]).
     fn done(&mut self) -> Result<Response> {
         self.incoming = None;
         self.selected = None;
         self.flush_files();
-        let (previous, trusted) = self.learn();
-        let opts = super::ScanOptions {
-            trusted,
-            ..Default::default()
-        };
+        // Taken, not cloned: one copy of the manifest less during the rescan.
+        let previous = std::mem::take(&mut self.manifest);
         let (manifest, _) = super::scan::scan_owned(
             self.rx.root(),
             &self.excludes,
             previous,
             SystemTime::now(),
-            &opts,
+            &super::ScanOptions::default(),
         )?;
         save_manifest(&manifest, &self.manifest_file)?;
         self.writing.clear()?;
@@ -442,41 +448,31 @@ impl Session {
     }
 }
 
-impl Session {
-    /// The manifest before this session's files, with those files entered
-    /// as placed (hash checked on receipt, stat taken right after the
-    /// rename), and their paths: the rescan trusts these hashes while the
-    /// stat is unchanged, even though the files are brand new (their ctime
-    /// is inside the racy window). Any change after the rename, by anyone,
-    /// changes the ctime, and the file is read again.
-    fn learn(&mut self) -> (Manifest, HashSet<RelPath>) {
-        // Taken, not cloned: one copy of the manifest less during the rescan.
-        let mut previous = std::mem::take(&mut self.manifest);
-        let mut trusted = HashSet::new();
-        for (rel, placed) in self.learned.drain(..) {
-            let Some(st) = placed.stat else { continue };
-            let entry = Entry {
-                kind: super::Kind::File {
-                    size: st.st_size as u64,
-                    hash: placed.hash,
-                },
-                mode: st.st_mode & 0o7777,
-                uid: st.st_uid,
-                gid: st.st_gid,
-                user: None,
-                group: None,
-                mtime: super::Time::new(st.st_mtime, st.st_mtime_nsec),
-                ctime: super::Time::new(st.st_ctime, st.st_ctime_nsec),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                racy: false,
-            };
-            if previous.insert(rel.clone(), entry).is_ok() {
-                trusted.insert(rel);
-            }
-        }
-        (previous, trusted)
-    }
+/// The manifest entry of a file this session put in place: its hash was
+/// checked on receipt and its stat taken right after the rename, so the
+/// rescan trusts the hash while that stat is unchanged, even though the
+/// file is brand new (its ctime is inside the racy window). Any change
+/// after the rename, by anyone, changes the ctime, and the file is read
+/// again. `None` without a stat: the rescan reads that file.
+fn placed_entry(placed: &Placed) -> Option<Entry> {
+    let st = placed.stat.as_ref()?;
+    Some(Entry {
+        kind: super::Kind::File {
+            size: st.st_size as u64,
+            hash: placed.hash,
+        },
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        user: None,
+        group: None,
+        mtime: super::Time::new(st.st_mtime, st.st_mtime_nsec),
+        ctime: super::Time::new(st.st_ctime, st.st_ctime_nsec),
+        dev: st.st_dev,
+        ino: st.st_ino,
+        racy: false,
+        placed: true,
+    })
 }
 
 fn save_manifest(m: &Manifest, file: &Path) -> Result<()> {
@@ -565,7 +561,7 @@ pub fn answer(
         Request::SyncRoot { .. } => unreachable!("handled above"),
         Request::SyncListings { path, dirs } => {
             s.check_path(&path)?;
-            Ok(Response::SyncListings(s.tree.listings(&dirs)))
+            Ok(Response::SyncListings(s.tree.listings(&s.manifest, &dirs)))
         }
         Request::SyncSelect {
             dirs,
@@ -602,13 +598,13 @@ pub fn answer(
             let st =
                 s.rx.file_meta(rel.as_bytes(), meta)
                     .with_context(|| format!("cannot update the metadata of {rel}"))?;
-            s.learned.push((
+            s.learn(
                 rel,
-                Placed {
+                &Placed {
                     stat: Some(st),
                     hash,
                 },
-            ));
+            );
             Ok(Response::Ok)
         }
         Request::FileWhole {
@@ -622,7 +618,7 @@ pub fn answer(
             let mut file = s.begin(&rel, meta, keep_old)?;
             file.write(&data)?;
             let placed = file.commit(&hash)?;
-            s.learned.push((rel, placed));
+            s.learn(rel, &placed);
             Ok(Response::Ok)
         }
         Request::FileBegin {
@@ -675,7 +671,7 @@ pub fn answer(
                 .ok_or_else(|| anyhow!("no file transfer in progress to commit"))?;
             let rel = inc.rel;
             let placed = inc.file.commit(&hash)?;
-            s.learned.push((rel, placed));
+            s.learn(rel, &placed);
             Ok(Response::Ok)
         }
         Request::Files(files) => {

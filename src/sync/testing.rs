@@ -20,6 +20,7 @@ pub fn entry(kind: Kind) -> Entry {
         dev: 1,
         ino: 1,
         racy: false,
+        placed: false,
     }
 }
 

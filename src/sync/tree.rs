@@ -11,9 +11,12 @@
 //! changes every directory hash up to the root, and nothing else does (not
 //! ctime, inode or a directory's own mtime).
 //!
-//! [`Tree`] keeps, per directory, its hash and its children's [`Child`]
-//! summaries: what the other side asks for, one level at a time, while
-//! descending into differing directories ([`TreeWalk`](super::TreeWalk)).
+//! [`Tree`] keeps, per directory, its contents hash and file count; the
+//! [`Child`] summaries that the other side asks for, one level at a time,
+//! while descending into differing directories
+//! ([`TreeWalk`](super::TreeWalk)), are made from the manifest when asked
+//! ([`Tree::children`]): only for directories that differ, so the tree of
+//! 100,000 files stays a few bytes per directory.
 
 use super::manifest::{Entry, Kind, Manifest, Owner, RelPath};
 use serde::{Deserialize, Serialize};
@@ -44,10 +47,10 @@ pub struct Child {
 struct DirNode {
     hash: [u8; 32],
     files: u64,
-    children: Vec<Child>,
 }
 
-/// The per-directory hashes of one [`Manifest`].
+/// The per-directory hashes of one [`Manifest`] (see [`tree`]); the methods
+/// that take a manifest must be given that same one.
 #[derive(Debug, Clone)]
 pub struct Tree {
     dirs: HashMap<RelPath, DirNode>,
@@ -65,10 +68,40 @@ impl Tree {
         self.dirs.get(path).map(|d| d.hash)
     }
 
-    /// A directory's children in name order; `None` if it is not a
-    /// directory here.
-    pub fn children(&self, path: &RelPath) -> Option<&[Child]> {
-        self.dirs.get(path).map(|d| d.children.as_slice())
+    /// A directory's children in name order, from `manifest` (the one the
+    /// tree was built from); `None` if it is not a directory here.
+    pub fn children(&self, manifest: &Manifest, path: &RelPath) -> Option<Vec<Child>> {
+        self.dirs.get(path)?;
+        // Entries whose parent is not a directory entry are left out, as
+        // when the tree was built.
+        let parent_len = if path.is_root() {
+            0
+        } else {
+            path.as_bytes().len() + 1
+        };
+        let mut buf = Vec::with_capacity(128);
+        let children = manifest
+            .children(path)
+            .filter(|(p, _)| p.as_bytes().len() - p.file_name().len() == parent_len)
+            .filter_map(|(p, entry)| {
+                let (kind, subtree, files) = match entry.kind {
+                    Kind::Dir => {
+                        let d = self.dirs.get(p)?;
+                        (NodeKind::Dir, Some(d.hash), d.files)
+                    }
+                    Kind::File { .. } => (NodeKind::File, None, 1),
+                    Kind::Symlink { .. } => (NodeKind::Symlink, None, 0),
+                };
+                Some(Child {
+                    name: p.file_name().to_vec(),
+                    kind,
+                    node: node_hash_with(entry, subtree.as_ref(), &mut buf),
+                    subtree,
+                    files,
+                })
+            })
+            .collect();
+        Some(children)
     }
 
     /// Regular files at or below a directory.
@@ -78,10 +111,8 @@ impl Tree {
 
     /// The answer to a [`TreeWalk`](super::TreeWalk)'s wanted directories:
     /// each one's children, or `None` where this side has no directory.
-    pub fn listings(&self, dirs: &[RelPath]) -> Vec<Option<Vec<Child>>> {
-        dirs.iter()
-            .map(|d| self.children(d).map(<[Child]>::to_vec))
-            .collect()
+    pub fn listings(&self, manifest: &Manifest, dirs: &[RelPath]) -> Vec<Option<Vec<Child>>> {
+        dirs.iter().map(|d| self.children(manifest, d)).collect()
     }
 
     /// How many directories, the root included.
@@ -103,10 +134,11 @@ pub fn tree(manifest: &Manifest) -> Tree {
     }
     fn close(stack: &mut Vec<Open<'_>>, dirs: &mut HashMap<RelPath, DirNode>, buf: &mut Vec<u8>) {
         let Some(done) = stack.pop() else { return };
+        // The children are dropped here: listings are made again from the
+        // manifest when asked (Tree::children).
         let node = DirNode {
             hash: contents_hash(&done.children),
             files: done.children.iter().map(|c| c.files).sum(),
-            children: done.children,
         };
         if let (Some(entry), Some(parent)) = (done.entry, stack.last_mut()) {
             parent.children.push(Child {
@@ -253,9 +285,10 @@ mod tests {
 
     #[test]
     fn structure() {
-        let t = tree(&sample());
+        let m = sample();
+        let t = tree(&m);
         let names: Vec<_> = t
-            .children(&RelPath::root())
+            .children(&m, &RelPath::root())
             .unwrap()
             .iter()
             .map(|c| String::from_utf8_lossy(&c.name).into_owned())
@@ -265,8 +298,9 @@ mod tests {
         assert_eq!(t.files(&p("etc")), Some(2));
         assert_eq!(t.dir_count(), 4);
         assert!(t.dir(&p("etc/sip.conf")).is_none());
-        let etc = &t.children(&RelPath::root()).unwrap()[0];
+        let etc = &t.children(&m, &RelPath::root()).unwrap()[0];
         assert_eq!(etc.subtree, t.dir(&p("etc")));
+        assert!(t.children(&m, &p("etc/sip.conf")).is_none());
         assert_eq!(tree(&Manifest::new()).root(), tree(&Manifest::new()).root());
         assert_ne!(tree(&Manifest::new()).root(), t.root());
     }
@@ -277,7 +311,36 @@ mod tests {
         let clean = tree(&m).root();
         m.insert(p("nodir/x"), file(9)).unwrap();
         m.insert(p("etc/sip.conf/x"), file(9)).unwrap();
-        assert_eq!(tree(&m).root(), clean);
+        let t = tree(&m);
+        assert_eq!(t.root(), clean);
+        listings_match_the_hashes(&m);
+    }
+
+    /// The listings made from the manifest hash to the directory hashes
+    /// taken when the tree was built: the other side compares the two.
+    fn listings_match_the_hashes(m: &Manifest) {
+        let t = tree(m);
+        let dirs: Vec<RelPath> = std::iter::once(RelPath::root())
+            .chain(
+                m.iter()
+                    .filter(|(_, e)| e.kind.is_dir())
+                    .map(|(p, _)| p.clone()),
+            )
+            .filter(|d| t.dir(d).is_some())
+            .collect();
+        assert_eq!(dirs.len(), t.dir_count());
+        for d in &dirs {
+            let children = t.children(m, d).unwrap();
+            assert_eq!(Some(contents_hash(&children)), t.dir(d), "{d}");
+            let files: u64 = children.iter().map(|c| c.files).sum();
+            assert_eq!(t.files(d), Some(files), "{d}");
+        }
+    }
+
+    #[test]
+    fn listings_are_made_again_from_the_manifest() {
+        listings_match_the_hashes(&sample());
+        listings_match_the_hashes(&Manifest::new());
     }
 
     #[test]
