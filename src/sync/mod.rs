@@ -11,7 +11,7 @@
 //!   │ (reuses hashes of files                     │
 //!   │  whose stat is unchanged)          differ: TreeWalk, one level per
 //!   ▼                                    round trip, only into differing dirs
-//!  TreeDiff::select ──► diff(local, remote, base) ──► delete_guard
+//!  diff_selected(local, remote, base) ──► delete_guard
 //!                          │
 //!                          ▼
 //!         chunk (send only chunks the receiver lacks) ──► receive (apply)
@@ -36,11 +36,15 @@
 //!   mtime), so any change anywhere changes the root hash, and a walk from
 //!   the root finds it by following differing hashes.
 //! * [`diff`](mod@diff): [`TreeWalk`]/[`tree_diff`] find the differing
-//!   directories; [`TreeDiff::select`] cuts both manifests down to them;
-//!   [`diff()`] lists what to create, update (content, or metadata only)
+//!   directories; the standby sends only its entries there
+//!   ([`TreeDiff::select`]), the base is loaded only there
+//!   ([`TreeDiff::covers`]), and [`diff_selected`] compares our entries
+//!   there with them: what to create, update (content, or metadata only)
 //!   and delete, and the conflicts, paths changed on both sides since the
-//!   last good sync (the base manifest); [`delete_guard`] refuses a run
-//!   that would delete more than a set share of the standby's files.
+//!   last good sync (the base manifest). The diff borrows its entries
+//!   from the manifests (no copies: a first copy lists every file).
+//!   [`delete_guard`] refuses a run that would delete more than a set
+//!   share of the standby's files.
 //! * [`chunk`](mod@chunk): content-defined chunks (FastCDC) and their
 //!   blake3 hashes; a delta sends only the chunks the receiver lacks, and
 //!   the receiver rebuilds the file from its old chunks and the new ones.

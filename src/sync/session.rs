@@ -17,7 +17,8 @@
 //!                                        state_dir; save it
 //!                    ◄───────────────── SyncRoot { root hash, files }
 //!  equal: done. Else, one round trip per level:
-//!  SyncListings { dirs } ─────────────►  Tree::listings
+//!  SyncListings { dirs } ─────────────►  Tree::listings (made from the
+//!                                        manifest)
 //!  SyncSelect { paths, ... } ─────────►  TreeDiff::select, a page at a time
 //!  (the sender diffs, guards deletions, then streams the changes,
 //!  pipelined)
@@ -29,6 +30,7 @@
 //!  FilesFlush ────────────────────────►  outcome of the last batch
 //!  FileBegin → Signature, Pieces..., FileCommit
 //!  SyncDone ──────────────────────────►  rescan (the files written here are
+//!                                        in the manifest as placed:
 //!                                        trusted, not read back), save
 //!                    ◄───────────────── SyncDone { root hash, warnings }
 //! ```
