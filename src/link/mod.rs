@@ -103,6 +103,19 @@ pub mod serve;
 pub mod ssh;
 
 pub use install::Installed;
+
+/// The link's buffers each way, on both ends: small frames (answers,
+/// requests) are gathered into few system calls; large ones pass through.
+pub(crate) const LINK_BUFFER: usize = 256 * 1024;
+
+/// Pipes carry 64 KiB by default: at hundreds of MB/s that is a wake-up and
+/// a system call every 0.1 ms on each side. Ask for 1 MiB (the default
+/// `fs.pipe-max-size`); a descriptor that is not a pipe, or a refusal, is
+/// left as it is.
+pub(crate) fn widen_pipe(fd: impl std::os::fd::AsFd) {
+    const WIDTH: i32 = 1 << 20;
+    let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(WIDTH));
+}
 pub use protocol::{
     Hello, InstallTarget, KeepOld, Request, Response, StatusReply, PROTOCOL_VERSION,
 };

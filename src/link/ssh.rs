@@ -32,6 +32,7 @@
 use super::frame;
 use super::install::Installed;
 use super::protocol::{self, HandshakeError, Hello, InstallTarget, Request, Response, StatusReply};
+use super::LINK_BUFFER;
 use crate::config;
 use anyhow::{anyhow, bail, Context};
 use openssh::{Child, ChildStderr, ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
@@ -208,8 +209,10 @@ impl PeerLink {
             bail!("`{command} serve` on {host} started without the pipes asked for");
         };
         let stderr = StderrTail::spawn(child.stderr().take());
-        let mut reader = BufReader::new(stdout);
-        let mut writer = BufWriter::new(stdin);
+        super::widen_pipe(&stdout);
+        super::widen_pipe(&stdin);
+        let mut reader = BufReader::with_capacity(LINK_BUFFER, stdout);
+        let mut writer = BufWriter::with_capacity(LINK_BUFFER, stdin);
 
         let greeting_timeout = ssh.connect_timeout.max(MIN_GREETING_TIMEOUT);
         let handshake = tokio::time::timeout(
