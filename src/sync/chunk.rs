@@ -148,11 +148,24 @@ pub fn signature(reader: impl Read) -> Result<Signature> {
 pub fn delta(
     new_file: impl Read,
     receiver_sig: &Signature,
+    emit: impl FnMut(Piece) -> Result<()>,
+) -> Result<DeltaStats> {
+    delta_known(new_file, receiver_sig, None, emit)
+}
+
+/// [`delta`], for a file whose whole hash is already `known` (the scan's,
+/// when the file's stat shows it unchanged since): it is not computed
+/// again, and [`DeltaStats::file_hash`] is `known`. The receiver checks
+/// it all the same before putting the file in place.
+pub fn delta_known(
+    new_file: impl Read,
+    receiver_sig: &Signature,
+    known: Option<[u8; 32]>,
     mut emit: impl FnMut(Piece) -> Result<()>,
 ) -> Result<DeltaStats> {
     let have: HashSet<[u8; 32]> = receiver_sig.chunks.iter().map(|c| c.hash).collect();
     let mut stats = DeltaStats::default();
-    let mut whole = blake3::Hasher::new();
+    let mut whole = Whole::new(known);
     if have.is_empty() {
         // Nothing to match: plain blocks, no chunking or chunk hashes.
         return plain(new_file, emit, stats, whole);
@@ -172,8 +185,36 @@ pub fn delta(
             emit(Piece::Data(data.to_vec()))
         }
     })?;
-    stats.file_hash = *whole.finalize().as_bytes();
+    stats.file_hash = whole.finalize();
     Ok(stats)
+}
+
+/// The whole-file hash of a delta: computed as the file is read, or known.
+enum Whole {
+    Hashing(Box<blake3::Hasher>),
+    Known([u8; 32]),
+}
+
+impl Whole {
+    fn new(known: Option<[u8; 32]>) -> Whole {
+        match known {
+            Some(hash) => Whole::Known(hash),
+            None => Whole::Hashing(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        if let Whole::Hashing(h) = self {
+            h.update(data);
+        }
+    }
+
+    fn finalize(&self) -> [u8; 32] {
+        match self {
+            Whole::Hashing(h) => *h.finalize().as_bytes(),
+            Whole::Known(hash) => *hash,
+        }
+    }
 }
 
 /// [`delta`] against an empty signature: the file in [`MAX_CHUNK`]-sized
@@ -182,7 +223,7 @@ fn plain(
     mut new_file: impl Read,
     mut emit: impl FnMut(Piece) -> Result<()>,
     mut stats: DeltaStats,
-    mut whole: blake3::Hasher,
+    mut whole: Whole,
 ) -> Result<DeltaStats> {
     let mut buf = vec![0u8; MAX_CHUNK as usize];
     loop {
@@ -208,7 +249,7 @@ fn plain(
             break;
         }
     }
-    stats.file_hash = *whole.finalize().as_bytes();
+    stats.file_hash = whole.finalize();
     Ok(stats)
 }
 
@@ -496,6 +537,34 @@ mod tests {
         let got = apply(Some(&mut old), &sig, pieces.into_iter().map(Ok), &mut out).unwrap();
         assert_eq!(got, stats.file_hash);
         assert!(out == data);
+    }
+
+    #[test]
+    fn a_known_hash_is_used_and_the_pieces_are_the_same() {
+        let data: Vec<u8> = (0..3 * MAX_CHUNK as usize + 17)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        for sig in [
+            Signature::empty(),
+            signature(&data[..2 * MAX_CHUNK as usize]).unwrap(),
+        ] {
+            let mut computed = Vec::new();
+            let a = delta(&data[..], &sig, |p| {
+                computed.push(p);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(a.file_hash, *blake3::hash(&data).as_bytes());
+            let mut known = Vec::new();
+            let b = delta_known(&data[..], &sig, Some([9; 32]), |p| {
+                known.push(p);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(b.file_hash, [9; 32], "the known hash, not computed");
+            assert_eq!(known, computed);
+            assert_eq!((b.size, b.bytes_literal), (a.size, a.bytes_literal));
+        }
     }
 
     #[test]
