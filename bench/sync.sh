@@ -20,7 +20,8 @@
 # faster), bytes on the loopback (everything SSH carried, both ways) and,
 # for sip-ha, its own count of protocol bytes and data bytes sent. Peak RSS
 # of each side of each tool is printed at the end (/usr/bin/time -f %M).
-# The page cache is warm for both tools (the tree was just written).
+# The page cache is warm for both tools (the tree was just written), and
+# nothing is left dirty in it before each timed run (`sync`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench/sync.sh: run as root" >&2; exit 2; }
@@ -118,8 +119,14 @@ in_ns() { ip netns exec "$NS" "$@"; }
 lo_bytes() { in_ns cat /sys/class/net/lo/statistics/tx_bytes; }
 now() { date +%s.%N; }
 
+# Each timed run starts with nothing dirty in the page cache: rsync never
+# flushes, and the disk writing back its last gigabytes would otherwise
+# slow whichever run comes next (sip-ha's fsyncs most of all).
+settle() { sync; }
+
 run_sipha() { # prints: seconds lo-bytes "summary"
   local t0 b0 t1 b1 out
+  settle
   b0=$(lo_bytes); t0=$(now)
   out=$(in_ns /usr/bin/time -f %M -a -o "$B/rss-sipha-sender" \
     "$SIPHA" --config "$B/sip-ha.toml" --node master sync 2>&1) || {
@@ -129,6 +136,7 @@ run_sipha() { # prints: seconds lo-bytes "summary"
 }
 run_rsync() { # prints: seconds lo-bytes
   local t0 b0 t1 b1
+  settle
   b0=$(lo_bytes); t0=$(now)
   in_ns /usr/bin/time -f %M -a -o "$B/rss-rsync-sender" \
     rsync -a --delete -e "$RSH" \
@@ -177,6 +185,7 @@ NAME=first-big; scenario; check_same
 bytes=$(du -cb "$SRC"/monitor/*.wav | tail -1 | cut -f1)
 raw_copy() { # label remote-command
   local t0 t1 raw
+  settle
   t0=$(now)
   cat "$SRC"/monitor/*.wav | in_ns $RSH root@127.0.0.1 "$2"
   t1=$(now)

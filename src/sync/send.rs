@@ -461,6 +461,16 @@ impl<C: Channel> PathRun<'_, C> {
     fn item(&mut self, what: &str, result: Result<(), Stop>) -> Result<(), Stop> {
         match result {
             Ok(()) => Ok(()),
+            // Busy, not broken: held like a file that kept changing during
+            // the scan, with a warning, and sent on a later run.
+            Err(Stop::Path(e)) if e.downcast_ref::<ChangedWhileRead>().is_some() => {
+                let msg = format!("{}: {what}: {e:#}", self.sp.path.display());
+                self.log.warn(&format!("sync: {msg}"));
+                self.sum.warnings.push(msg);
+                self.sum.held += 1;
+                self.failed = true; // the base must not say it was synced
+                Ok(())
+            }
             Err(Stop::Path(e)) => {
                 let msg = format!("{}: {what}: {e:#}", self.sp.path.display());
                 self.log.error(&format!("sync of {msg}"));
@@ -1096,10 +1106,16 @@ fn delta_batches(
     // Written to while it was read: what was sent may be half old, half
     // new. It is not committed (the standby drops it) and goes next run.
     if stat_of(&file, path)? != before {
-        bail!("it changed while it was read: it is sent on the next run");
+        return Err(ChangedWhileRead.into());
     }
     Ok(stats)
 }
+
+/// A file was written to while it was read for sending: what was read may
+/// mix two versions, so it is not sent (nor committed) this run.
+#[derive(Debug, thiserror::Error)]
+#[error("it changed while it was read: it is sent on a later run")]
+struct ChangedWhileRead;
 
 /// The stat of an open file, as [`Scanned`] compares it.
 fn stat_of(file: &std::fs::File, path: &Path) -> Result<Scanned> {
@@ -1137,10 +1153,7 @@ fn read_small(path: &Path, max: u64) -> Result<(Vec<u8>, Scanned)> {
     let after = stat_of(&file, path)?;
     // Written to while it was read: the bytes may mix two versions.
     if after != before {
-        bail!(
-            "{} changed while it was read: it is sent on the next run",
-            path.display()
-        );
+        return Err(ChangedWhileRead.into());
     }
     Ok((data, after))
 }
