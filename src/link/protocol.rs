@@ -75,7 +75,7 @@ pub enum Request {
     },
     /// The next bytes of the file, at most [`MAX_CHUNK`](super::frame::MAX_CHUNK).
     /// Answered with [`Response::Ok`]; an error abandons the transfer.
-    InstallChunk(Vec<u8>),
+    InstallChunk(#[serde(with = "serde_bytes")] Vec<u8>),
     /// All bytes sent: check their BLAKE3 hash and put the file in place.
     /// Answered with [`Response::Installed`].
     InstallCommit { blake3: [u8; 32] },
@@ -130,6 +130,7 @@ pub enum Request {
     FileWhole {
         rel: RelPath,
         meta: FileMeta,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         hash: [u8; 32],
         keep_old: Option<KeepOld>,
@@ -169,6 +170,8 @@ pub enum Request {
 pub struct WholeFile {
     pub rel: RelPath,
     pub meta: FileMeta,
+    /// One byte string on the wire (see `serde_bytes` in Cargo.toml).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub hash: [u8; 32],
     pub keep_old: Option<KeepOld>,

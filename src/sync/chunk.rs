@@ -99,8 +99,9 @@ impl Signature {
 pub enum Piece {
     /// The receiver already has this chunk (somewhere in its old copy).
     Have { hash: [u8; 32], len: u32 },
-    /// Bytes the receiver does not have (at most [`MAX_CHUNK`]).
-    Data(Vec<u8>),
+    /// Bytes the receiver does not have (at most [`MAX_CHUNK`]); one byte
+    /// string on the wire (see `serde_bytes` in Cargo.toml).
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// What [`delta`] sent, and what it read.
@@ -565,6 +566,42 @@ mod tests {
             assert_eq!(known, computed);
             assert_eq!((b.size, b.bytes_literal), (a.size, a.bytes_literal));
         }
+    }
+
+    /// `serde_bytes` changes how the data is decoded (in one copy, not
+    /// byte by byte), not the encoding: a peer of the previous build reads
+    /// the same bytes.
+    #[test]
+    fn data_pieces_encode_as_before() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        enum Before {
+            Have { hash: [u8; 32], len: u32 },
+            Data(Vec<u8>),
+        }
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let now = postcard::to_stdvec(&Piece::Data(data.clone())).unwrap();
+        let before = postcard::to_stdvec(&Before::Data(data.clone())).unwrap();
+        assert_eq!(now, before);
+        assert_eq!(
+            postcard::from_bytes::<Piece>(&before).unwrap(),
+            Piece::Data(data.clone())
+        );
+        assert_eq!(
+            postcard::from_bytes::<Before>(&now).unwrap(),
+            Before::Data(data)
+        );
+        let have = Piece::Have {
+            hash: [7; 32],
+            len: 9,
+        };
+        let old_have = Before::Have {
+            hash: [7; 32],
+            len: 9,
+        };
+        assert_eq!(
+            postcard::to_stdvec(&have).unwrap(),
+            postcard::to_stdvec(&old_have).unwrap()
+        );
     }
 
     #[test]
