@@ -399,40 +399,15 @@ impl Local {
             .unwrap();
         let config = dir.path().join("sip-ha.toml");
         let sshd = &peer.sshd;
+        let remote_command = format!("{}/sip-ha", peer.dir.display());
         std::fs::write(
             &config,
-            format!(
-                r#"# sip-ha -c test: this node is the master, the peer the test sshd.
-[cluster]
-name = "copy-test"
-service_address = "192.0.2.120/24"
-state_dir = "{state}"
-
-[nodes.master]
-address = "127.0.0.2"
-interface = "lo"
-
-[nodes.slave]
-address = "127.0.0.1"
-interface = "lo"
-
-[ssh]
-user = "{user}"
-port = {port}
-identity = "{identity}"
-known_hosts = "{known_hosts}"
-connect_timeout = "20s"
-remote_command = "{peer}/sip-ha"
-
-[peer]
-witness = ["127.0.0.3"]
-"#,
-                state = dir.path().join("state").display(),
-                user = sshd.user,
-                port = sshd.port,
-                identity = sshd.client_key.display(),
-                known_hosts = sshd.known_hosts.display(),
-                peer = peer.dir.display(),
+            sshd.master_config(
+                "copy-test",
+                "192.0.2.120/24",
+                &dir.path().join("state"),
+                &remote_command,
+                "20s",
             ),
         )
         .unwrap();

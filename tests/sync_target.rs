@@ -76,21 +76,18 @@ impl Setup {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let mut text = format!(
-            "[cluster]\nname = \"target-test\"\nservice_address = \"192.0.2.122/24\"\n\
-             state_dir = \"{}\"\n\n\
-             [nodes.master]\naddress = \"127.0.0.2\"\ninterface = \"lo\"\n\n\
-             [nodes.slave]\naddress = \"127.0.0.1\"\ninterface = \"lo\"\n\n\
-             [ssh]\nuser = \"{}\"\nport = {port}\nidentity = \"{}\"\nknown_hosts = \"{}\"\n\
-             connect_timeout = \"30s\"\nremote_command = \"{SIP_HA}\"\n\n\
-             [peer]\nwitness = [\"127.0.0.3\"]\n\n\
-             [[sync.path]]\npath = \"{}\"\n{}\n",
-            state.display(),
-            sshd.user,
-            sshd.client_key.display(),
-            sshd.known_hosts.display(),
+        let mut text = sshd.master_config("target-test", "192.0.2.122/24", &state, SIP_HA, "30s");
+        if !o.peer_reachable {
+            text = text.replace(
+                &format!("port = {}\n", sshd.port),
+                &format!("port = {port}\n"),
+            );
+            assert!(text.contains(&format!("port = {port}\n")));
+        }
+        text += &format!(
+            "\n[[sync.path]]\npath = \"{}\"\n{}\n",
             src.display(),
-            o.path_lines,
+            o.path_lines
         );
         for t in o.targets {
             text += &format!("\n[[sync.target]]\npath = \"{}\"\n", base.join(t).display());

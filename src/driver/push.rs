@@ -171,14 +171,7 @@ async fn push(
     let limit = limit(cfg);
     match tokio::time::timeout(limit, push_with(link, cfg, &dir, log, opts)).await {
         Ok(Ok(sum)) => {
-            let line = format!("sync {why}: {sum}");
-            if !sum.ok() {
-                log.error(&line);
-            } else if sum.files_sent + sum.files_deleted + sum.other_changes == 0 {
-                log.debug(&line);
-            } else {
-                log.info(&line);
-            }
+            sum.log(log, &format!("sync {why}: {sum}"));
             Ok(sum)
         }
         Ok(Err(e)) => Err(Failure::Link(format!("{e:#}"))),

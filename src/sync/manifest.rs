@@ -952,27 +952,7 @@ impl<'a> Iterator for Children<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s.as_bytes()).unwrap()
-    }
-
-    pub(crate) fn entry(kind: Kind) -> Entry {
-        Entry {
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: Some("root".into()),
-            group: Some("root".into()),
-            mtime: Time::new(1_700_000_000, 5),
-            ctime: Time::new(1_700_000_000, 5),
-            dev: 1,
-            ino: 2,
-            racy: false,
-            placed: false,
-        }
-    }
+    use crate::sync::testing::{entry, file, p};
 
     /// A loaded manifest keeps one copy of each owner name, not one per
     /// entry, and loses nothing by it.
@@ -987,13 +967,6 @@ mod tests {
         let users: Vec<&Arc<str>> = back.iter().filter_map(|(_, e)| e.user.as_ref()).collect();
         assert_eq!(users.len(), 3);
         assert!(users.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])));
-    }
-
-    fn file(n: u8) -> Entry {
-        entry(Kind::File {
-            size: n as u64,
-            hash: [n; 32],
-        })
     }
 
     #[test]

@@ -135,6 +135,19 @@ impl SyncSummary {
         self.errors.is_empty()
     }
 
+    /// Log `line` (this summary, saying where it went) at the level it
+    /// deserves: an error if anything failed, debug if nothing changed
+    /// (a quiet run every minute), info otherwise.
+    pub fn log(&self, log: &Logger, line: &str) {
+        if !self.ok() {
+            log.error(line);
+        } else if self.files_sent + self.files_deleted + self.other_changes == 0 {
+            log.debug(line);
+        } else {
+            log.info(line);
+        }
+    }
+
     /// What the state file keeps of this push (`-v` shows it).
     pub fn record(&self) -> crate::state::SyncRecord {
         crate::state::SyncRecord {

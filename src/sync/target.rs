@@ -229,14 +229,7 @@ pub fn report(
         let t = target.display();
         match result {
             Ok(sum) => {
-                let line = format!("sync to target {t} {why}: {sum}");
-                if !sum.ok() {
-                    log.error(&line);
-                } else if sum.files_sent + sum.files_deleted + sum.other_changes == 0 {
-                    log.debug(&line);
-                } else {
-                    log.info(&line);
-                }
+                sum.log(log, &format!("sync to target {t} {why}: {sum}"));
                 conflicts.extend(sum.conflicts.iter().map(|c| format!("target {t}: {c}")));
                 refused.extend(sum.refused.iter().map(|r| format!("target {t}: {r}")));
             }

@@ -1,4 +1,4 @@
-//! Manifest entries for the unit tests of `diff` and `tree`.
+//! Manifest entries for the unit tests of `manifest`, `diff` and `tree`.
 
 use super::manifest::{Entry, Kind, RelPath, Time};
 

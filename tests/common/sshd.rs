@@ -306,6 +306,53 @@ impl TestSshd {
         }
     }
 
+    /// The head of a config file (`[cluster]`, `[nodes]`, `[ssh]`,
+    /// `[peer]`) whose master is this machine and whose slave is reached
+    /// through this sshd; tests append their `[sync]` and the rest.
+    /// `service_address` differs between test crates that may run passes
+    /// at the same time.
+    pub fn master_config(
+        &self,
+        name: &str,
+        service_address: &str,
+        state_dir: &Path,
+        remote_command: &str,
+        connect_timeout: &str,
+    ) -> String {
+        format!(
+            r#"# {name}: this node is the master, the peer the test sshd.
+[cluster]
+name = "{name}"
+service_address = "{service_address}"
+state_dir = "{state}"
+
+[nodes.master]
+address = "127.0.0.2"
+interface = "lo"
+
+[nodes.slave]
+address = "127.0.0.1"
+interface = "lo"
+
+[ssh]
+user = "{user}"
+port = {port}
+identity = "{identity}"
+known_hosts = "{known_hosts}"
+connect_timeout = "{connect_timeout}"
+remote_command = "{remote_command}"
+
+[peer]
+witness = ["127.0.0.3"]
+"#,
+            state = state_dir.display(),
+            user = self.user,
+            port = self.port,
+            identity = self.client_key.display(),
+            known_hosts = self.known_hosts.display(),
+        )
+    }
+
     /// What sshd has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

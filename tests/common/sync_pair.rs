@@ -39,34 +39,11 @@ impl Pair {
         let dst_root = dst.join(src.strip_prefix("/").unwrap());
         let state = base.join("state");
         let config = base.join("sip-ha.toml");
+        let head = sshd.master_config("sync-test", "192.0.2.121/24", &state, SIP_HA, "60s");
         std::fs::write(
             &config,
             format!(
-                r#"# sip-ha sync test: this node is the master, the peer the test sshd.
-[cluster]
-name = "sync-test"
-service_address = "192.0.2.121/24"
-state_dir = "{state}"
-
-[nodes.master]
-address = "127.0.0.2"
-interface = "lo"
-
-[nodes.slave]
-address = "127.0.0.1"
-interface = "lo"
-
-[ssh]
-user = "{user}"
-port = {port}
-identity = "{identity}"
-known_hosts = "{known_hosts}"
-connect_timeout = "60s"
-remote_command = "{sip_ha}"
-
-[peer]
-witness = ["127.0.0.3"]
-
+                r#"{head}
 [sync]
 max_delete_percent = {max_delete_percent}
 
@@ -74,12 +51,6 @@ max_delete_percent = {max_delete_percent}
 path = "{src}"
 exclude = ["*.tmp"]
 "#,
-                state = state.display(),
-                user = sshd.user,
-                port = sshd.port,
-                identity = sshd.client_key.display(),
-                known_hosts = sshd.known_hosts.display(),
-                sip_ha = SIP_HA,
                 src = src.display(),
             ),
         )
