@@ -957,9 +957,12 @@ impl IncomingFile {
         match self.check_and_set_meta(expected) {
             Ok(()) => {
                 // Closed now: a batch in waiting holds one descriptor per
-                // file (its directory's), not two.
+                // file (its directory's), not two. No writeback kick here
+                // (unlike a big file): the batch's syncfs, on the thread
+                // that commits it, writes the data back, and a
+                // sync_file_range per small file cost this thread half its
+                // time (bench/sync.sh first-small, perf: 40 s -> 31 s).
                 if let Some(f) = self.file.take() {
-                    start_writeback(&f, 0, self.written);
                     self.ino = fstat(&f).ok().map(|st| st.st_ino);
                 }
                 Ok(Staged(self))
@@ -1123,8 +1126,15 @@ pub fn commit_batch(staged: Vec<Staged>) -> Vec<Result<Placed>> {
             }
         }
     }
-    for f in files.iter().rev() {
-        restore_mtime(&f.parent.fd, f.parent_mtime);
+    // Once per directory (a batch often fills one), with the mtime it had
+    // before this batch's first file touched it.
+    let mut restored = std::collections::HashSet::new();
+    for f in &files {
+        if let Ok(st) = fstat(&f.parent.fd) {
+            if restored.insert((st.st_dev, st.st_ino)) {
+                restore_mtime(&f.parent.fd, f.parent_mtime);
+            }
+        }
     }
     // 3: the renames made durable.
     for (dev, first) in devs(&files) {
@@ -1294,7 +1304,16 @@ fn set_meta_fd(
     path: &Path,
     warnings: &Warnings,
 ) -> Result<()> {
-    match nix::unistd::fchown(fd.as_fd(), Some(uid), Some(gid)) {
+    // A file this process just created is usually already owned right
+    // (root's files, received as root): a chown that changes nothing still
+    // costs a journalled inode update.
+    let owned =
+        fstat(fd.as_fd()).is_ok_and(|st| st.st_uid == uid.as_raw() && st.st_gid == gid.as_raw());
+    match if owned {
+        Ok(())
+    } else {
+        nix::unistd::fchown(fd.as_fd(), Some(uid), Some(gid))
+    } {
         Ok(()) => {}
         Err(Errno::EPERM) => warn_eperm(warnings, path),
         Err(e) => {
