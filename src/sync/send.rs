@@ -76,8 +76,11 @@ const DELETE_BATCH: usize = 512;
 
 /// Small files go in batches of about this much data (the sender holds
 /// about four batches at once: one read, one waiting, one encoded into its
-/// frame; 4 MiB put it over 64 MiB at 100,000 files)...
-const FILES_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// frame). At 100,000 files the sender peaked at 63 MiB with 2 MiB, too
+/// close to the 64 MiB budget, and at 58 MiB with 1 MiB, in the same time
+/// within the noise (bench/sync.sh first-small, 3 runs each); 4 MiB went
+/// over.
+const FILES_BATCH_BYTES: usize = 1024 * 1024;
 /// ...or this many files (each holds two descriptors open on the standby
 /// until the batch is in place).
 const FILES_BATCH_COUNT: usize = 128;
