@@ -848,3 +848,91 @@ fn a_scan_says_whether_anything_changed() {
         prev = again;
     }
 }
+
+/// The standby's closing rescan (`ScanOptions::relist`) reads only the
+/// directories its session wrote in, and the way down to them: there it
+/// sees every change (new, edited, deleted files, a deleted directory);
+/// every other subtree, unsettled paths included, is taken from the
+/// previous scan as it was, unread; and the result equals a full scan
+/// whenever nothing changed outside the listed directories.
+#[test]
+fn a_relist_scan_reads_only_the_listed_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["a/b/c", "a/d", "e"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (f, body) in [
+        ("a/b/c/deep.wav", "deep"),
+        ("a/b/one.wav", "one"),
+        ("a/b/two.wav", "two"),
+        ("a/d/other.wav", "other"),
+        ("a/top.conf", "top"),
+        ("e/far.wav", "far"),
+    ] {
+        fs::write(root.join(f), body).unwrap();
+    }
+    let ex = build_excludes(&[]).unwrap();
+    let (first, _) =
+        scan_owned(root, &ex, Manifest::new(), later(), &ScanOptions::default()).unwrap();
+    let relist = |prev: &Manifest, dirs: &[&str]| {
+        let opts = ScanOptions {
+            relist: Some(dirs.iter().map(|d| rp(d)).collect()),
+            ..Default::default()
+        };
+        scan_owned(root, &ex, prev.clone(), later(), &opts)
+            .unwrap()
+            .0
+    };
+    let full = |prev: &Manifest| {
+        scan_owned(root, &ex, prev.clone(), later(), &ScanOptions::default())
+            .unwrap()
+            .0
+    };
+
+    // Written in a/b: an edit, a new file, a deleted file and subtree.
+    fs::write(root.join("a/b/one.wav"), b"one, edited").unwrap();
+    fs::write(root.join("a/b/new.wav"), b"new").unwrap();
+    fs::remove_file(root.join("a/b/two.wav")).unwrap();
+    fs::remove_dir_all(root.join("a/b/c")).unwrap();
+    let after = relist(&first, &["a/b"]);
+    assert_eq!(
+        after,
+        full(&first),
+        "all the changes were in a/b: same as a full scan"
+    );
+    assert!(after.get(&rp("a/b/new.wav")).is_some());
+    assert!(after.get(&rp("a/b/two.wav")).is_none());
+    assert!(
+        after.get(&rp("a/b/c/deep.wav")).is_none(),
+        "a deleted subtree goes"
+    );
+
+    // A change outside the listed directories is not read: the previous
+    // entry stands (the next full scan finds it, its stat changed).
+    fs::write(root.join("e/far.wav"), b"far, edited elsewhere").unwrap();
+    fs::write(root.join("a/d/other.wav"), b"other, edited").unwrap();
+    let kept = relist(&after, &["a/b"]);
+    assert_eq!(kept.get(&rp("e/far.wav")), after.get(&rp("e/far.wav")));
+    assert_eq!(
+        kept.get(&rp("a/d/other.wav")),
+        after.get(&rp("a/d/other.wav"))
+    );
+    assert_eq!(
+        kept, after,
+        "nothing read outside a/b, and nothing changed in it"
+    );
+    let rescanned = full(&kept);
+    assert_ne!(rescanned.get(&rp("e/far.wav")), kept.get(&rp("e/far.wav")));
+    assert_ne!(
+        rescanned.get(&rp("a/d/other.wav")),
+        kept.get(&rp("a/d/other.wav"))
+    );
+
+    // Unsettled paths in a subtree not read stay unsettled.
+    let mut marked = rescanned.clone();
+    marked.mark_unsettled(rp("e/far.wav"));
+    let carried = relist(&marked, &["a"]);
+    assert!(carried.unsettled().contains(&rp("e/far.wav")));
+    assert_eq!(carried.entries(), rescanned.entries());
+}

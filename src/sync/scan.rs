@@ -227,6 +227,13 @@ pub struct ScanOptions {
     pub max_file_size: Option<u64>,
     /// SQLite databases described by a snapshot of them.
     pub sqlite: Option<Snapshots>,
+    /// Read again only these directories (and the way down to them); take
+    /// every other directory's subtree from `previous` as it is, unread.
+    /// For the standby's closing rescan, which need only look where its
+    /// session wrote: `previous` was a full scan moments before, and
+    /// anything else changed meanwhile is found by the next full scan
+    /// (its stat no longer matches). Saves a stat of every file.
+    pub relist: Option<BTreeSet<RelPath>>,
 }
 
 impl ScanOptions {
@@ -236,6 +243,7 @@ impl ScanOptions {
         Ok(ScanOptions {
             max_file_size: sp.max_file_size,
             sqlite: Snapshots::of(sp, state_dir)?,
+            relist: None,
         })
     }
 }
@@ -315,6 +323,21 @@ pub fn scan_owned(
     // parent instead (whose entries would then be deleted on the standby).
     // Without it, walkdir enters exactly the entries whose listed type is
     // directory, and a mount point costs one listing of its top directory.
+    // With `relist`: the directories to enter, those listed and all their
+    // ancestors.
+    let enter: Option<BTreeSet<RelPath>> = opts.relist.as_ref().map(|dirs| {
+        let mut enter = BTreeSet::new();
+        for d in dirs {
+            let mut at = Some(d.clone());
+            while let Some(dir) = at {
+                at = dir.parent();
+                if !enter.insert(dir) {
+                    break;
+                }
+            }
+        }
+        enter
+    });
     let mut walk = WalkDir::new(root)
         .follow_links(false)
         .same_file_system(false)
@@ -417,7 +440,12 @@ pub fn scan_owned(
                         s.report.dirs += 1;
                         let e = s.entry(Kind::Dir, &st);
                         s.put(rel.clone(), e);
-                        open.push((fd, rel));
+                        if enter.as_ref().is_some_and(|enter| !enter.contains(&rel)) {
+                            s.keep_subtree(&rel);
+                            walk.skip_current_dir();
+                        } else {
+                            open.push((fd, rel));
+                        }
                     }
                     Err(Errno::ENOENT) => {
                         s.report.vanished += 1;
@@ -529,6 +557,20 @@ impl Scanner<'_> {
         }
         self.matched = None;
         self.entries.insert(rel, entry);
+    }
+
+    /// Take what is under `dir` from the previous manifest, unread (see
+    /// [`ScanOptions::relist`]). Called right after `dir`'s own entry, so
+    /// its subtree is next in the previous manifest (path order).
+    fn keep_subtree(&mut self, dir: &RelPath) {
+        while let Some((path, entry)) = self.previous.next_if(|(p, _)| p.is_within(dir)) {
+            self.entries.insert(path, entry);
+        }
+        let unsettled = self.previous_unsettled.range(dir.clone()..);
+        let under = unsettled
+            .take_while(|p| p.is_within(dir))
+            .filter(|p| *p != dir);
+        self.unsettled.extend(under.cloned());
     }
 
     fn skip(&mut self, path: RelPath, reason: SkipReason) {

@@ -29,7 +29,8 @@
 //!                                        (syncfs, renames, syncfs)
 //!  FilesFlush ────────────────────────►  outcome of the last batch
 //!  FileBegin → Signature, Pieces..., FileCommit
-//!  SyncDone ──────────────────────────►  rescan (the files written here are
+//!  SyncDone ──────────────────────────►  rescan the directories written
+//!                                        in (the files written here are
 //!                                        in the manifest as placed:
 //!                                        trusted, not read back), save
 //!                    ◄───────────────── SyncDone { root hash, warnings }
@@ -58,6 +59,7 @@ use crate::config::SyncPath;
 use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
 use anyhow::{anyhow, bail, Context, Result};
 use globset::GlobSet;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -169,6 +171,9 @@ pub struct Session {
     committing: Option<std::thread::JoinHandle<Committed>>,
     /// The marker of a session that writes.
     writing: Writing,
+    /// The directories this session wrote in (each written path's
+    /// parent): the closing rescan reads only these again.
+    touched: BTreeSet<RelPath>,
 }
 
 /// `recv-<hash>.writing` in the state directory: made (durably) before a
@@ -269,6 +274,7 @@ impl Session {
             selected: None,
             incoming: None,
             committing: None,
+            touched: BTreeSet::new(),
             writing: Writing::new(writing),
         })
     }
@@ -404,6 +410,26 @@ impl Session {
         }
     }
 
+    /// Note the directories `request` writes in, before it runs (a write
+    /// that fails half-way has still touched them).
+    fn touch(&mut self, request: &Request) {
+        let mut dir_of = |rel: &RelPath| {
+            if let Some(parent) = rel.parent() {
+                self.touched.insert(parent);
+            }
+        };
+        match request {
+            Request::SyncDelete { rels } => rels.iter().for_each(dir_of),
+            Request::Files(files) => files.iter().for_each(|f| dir_of(&f.rel)),
+            Request::SyncDir { rel, .. }
+            | Request::SyncSymlink { rel, .. }
+            | Request::SyncMeta { rel, .. }
+            | Request::FileWhole { rel, .. }
+            | Request::FileBegin { rel, .. } => dir_of(rel),
+            _ => {}
+        }
+    }
+
     /// Wait for the batch being put in place, if any: its outcome per file
     /// (empty when there was none).
     fn flush_files(&mut self) -> Vec<Option<String>> {
@@ -424,20 +450,26 @@ impl Session {
     }
 
     /// Rescan after the sender's changes, save the manifest, and report.
-    /// The files this session put in place are not read back: their hash
-    /// was checked as they were written (see [`placed_entry`]).
+    /// Only the directories this session wrote in are read again (see
+    /// [`ScanOptions::relist`](super::ScanOptions::relist)), and the files
+    /// it put in place are not read back: their hash was checked as they
+    /// were written (see [`placed_entry`]).
     fn done(&mut self) -> Result<Response> {
         self.incoming = None;
         self.selected = None;
         self.flush_files();
         // Taken, not cloned: one copy of the manifest less during the rescan.
         let previous = std::mem::take(&mut self.manifest);
+        let opts = super::ScanOptions {
+            relist: Some(std::mem::take(&mut self.touched)),
+            ..Default::default()
+        };
         let (manifest, _) = super::scan::scan_owned(
             self.rx.root(),
             &self.excludes,
             previous,
             SystemTime::now(),
-            &super::ScanOptions::default(),
+            &opts,
         )?;
         save_manifest(&manifest, &self.manifest_file)?;
         self.writing.clear()?;
@@ -558,6 +590,7 @@ pub fn answer(
     };
     if writes(&request) {
         s.writing.make()?;
+        s.touch(&request);
     }
     match request {
         Request::SyncRoot { .. } => unreachable!("handled above"),
