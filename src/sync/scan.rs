@@ -37,7 +37,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
-use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeSet, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
@@ -295,13 +295,15 @@ pub fn scan_owned(
         .map_err(std::io::Error::from)
         .with_context(|| format!("cannot stat the sync root {}", root.display()))?
         .st_dev;
+    // About as many entries as last time.
+    let expect = previous.len();
     let mut s = Scanner {
         root_dev,
         previous_unsettled: previous.unsettled().clone(),
         previous: previous.into_entries().into_iter().peekable(),
         matched: None,
         racy_before: Time::from_system(now).minus(RACY_WINDOW),
-        entries: BTreeMap::new(),
+        entries: Vec::with_capacity(expect),
         unsettled: Vec::new(),
         report: ScanReport::default(),
         owners: Owners::default(),
@@ -503,9 +505,9 @@ struct Scanner<'a> {
     previous_unsettled: BTreeSet<RelPath>,
     /// Changes at or after this are within the racy window.
     racy_before: Time,
-    /// Built as the walk goes (in path order, so each insert is at the
-    /// end): no second copy of a 100,000-entry list at the end.
-    entries: BTreeMap<RelPath, Entry>,
+    /// Built as the walk goes, in path order, made a map at the end (in one
+    /// pass: see `Manifest::from_parts`) as `previous` is freed.
+    entries: Vec<(RelPath, Entry)>,
     unsettled: Vec<RelPath>,
     report: ScanReport,
     owners: Owners,
@@ -556,7 +558,7 @@ impl Scanner<'_> {
             self.report.changed = true;
         }
         self.matched = None;
-        self.entries.insert(rel, entry);
+        self.entries.push((rel, entry));
     }
 
     /// Take what is under `dir` from the previous manifest, unread (see
@@ -564,7 +566,7 @@ impl Scanner<'_> {
     /// its subtree is next in the previous manifest (path order).
     fn keep_subtree(&mut self, dir: &RelPath) {
         while let Some((path, entry)) = self.previous.next_if(|(p, _)| p.is_within(dir)) {
-            self.entries.insert(path, entry);
+            self.entries.push((path, entry));
         }
         let unsettled = self.previous_unsettled.range(dir.clone()..);
         let under = unsettled
