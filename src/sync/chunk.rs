@@ -190,6 +190,54 @@ pub fn delta_known(
     Ok(stats)
 }
 
+/// [`delta`], from `ours`: the [`signature`] of `new_file`, taken
+/// beforehand (while the receiver took its own, so the two overlap). Reads
+/// only the chunks the receiver lacks, each checked against the hash
+/// listed for it: a mismatch means the file changed since it was listed,
+/// and is an error. [`DeltaStats::file_hash`] is the one in `ours`.
+pub fn delta_listed(
+    new_file: &std::fs::File,
+    ours: &Signature,
+    receiver_sig: &Signature,
+    mut emit: impl FnMut(Piece) -> Result<()>,
+) -> Result<DeltaStats> {
+    use std::os::unix::fs::FileExt;
+    let have: HashSet<[u8; 32]> = receiver_sig.chunks.iter().map(|c| c.hash).collect();
+    let mut stats = DeltaStats {
+        file_hash: ours.file_hash,
+        size: ours.size,
+        ..DeltaStats::default()
+    };
+    let mut buf = vec![0u8; MAX_CHUNK as usize];
+    for c in &ours.chunks {
+        if have.contains(&c.hash) {
+            stats.chunks_reused += 1;
+            stats.bytes_reused += u64::from(c.len);
+            emit(Piece::Have {
+                hash: c.hash,
+                len: c.len,
+            })?;
+            continue;
+        }
+        let Some(data) = buf.get_mut(..c.len as usize) else {
+            bail!(
+                "a listed chunk of {} bytes is over the {MAX_CHUNK} maximum",
+                c.len
+            );
+        };
+        new_file
+            .read_exact_at(data, c.offset)
+            .context("cannot read the file to send")?;
+        if blake3::hash(data).as_bytes() != &c.hash {
+            bail!("the file changed after its chunks were listed");
+        }
+        stats.chunks_literal += 1;
+        stats.bytes_literal += u64::from(c.len);
+        emit(Piece::Data(data.to_vec()))?;
+    }
+    Ok(stats)
+}
+
 /// The whole-file hash of a delta: computed as the file is read, or known.
 enum Whole {
     Hashing(Box<blake3::Hasher>),
@@ -566,6 +614,60 @@ mod tests {
             assert_eq!(known, computed);
             assert_eq!((b.size, b.bytes_literal), (a.size, a.bytes_literal));
         }
+    }
+
+    /// Listing the new file's chunks first (while the receiver lists its
+    /// own) sends the same pieces as chunking it against the receiver's
+    /// signature; a file changed after it was listed is refused.
+    #[test]
+    fn a_delta_from_listed_chunks_is_the_same_and_sees_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new");
+        let old = noise(5, 2_000_000);
+        let mut new = old.clone();
+        new[1_000_000] ^= 0x5a;
+        new.extend_from_slice(&noise(6, 300_000));
+        std::fs::write(&path, &new).unwrap();
+        let theirs = signature(&old[..]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let ours = signature(&file).unwrap();
+
+        let mut direct = Vec::new();
+        let a = delta(&new[..], &theirs, |p| {
+            direct.push(p);
+            Ok(())
+        })
+        .unwrap();
+        let mut listed = Vec::new();
+        let b = delta_listed(&file, &ours, &theirs, |p| {
+            listed.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(listed, direct);
+        assert_eq!(b, a);
+        assert!(b.chunks_literal >= 1 && b.chunks_reused >= 1, "{b:?}");
+        let mut out = Vec::new();
+        let got = apply(
+            Some(&mut Cursor::new(&old)),
+            &theirs,
+            listed.into_iter().map(Ok),
+            &mut out,
+        );
+        assert_eq!(got.unwrap(), b.file_hash);
+        assert!(out == new);
+
+        // Changed in a chunk the receiver lacks, after the listing.
+        let mut changed = new.clone();
+        changed[new.len() - 10] ^= 1;
+        std::fs::write(&path, &changed).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let e = delta_listed(&file, &ours, &theirs, |_| Ok(())).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("changed after its chunks were listed"),
+            "{e:#}"
+        );
     }
 
     /// `serde_bytes` changes how the data is decoded (in one copy, not

@@ -29,9 +29,11 @@
 //!    place together; then the rest as deltas against the standby's copy
 //!    (its chunk [`Signature`], then only the chunks it lacks, then the
 //!    whole-file hash, which the standby checks before renaming the file
-//!    into place).
-//! 8. **Done**: the standby rescans and returns its new root hash; if the
-//!    path went through without an error, our manifest becomes the new base.
+//!    into place). We list our copy's chunks while the standby lists its
+//!    own, so the two reads of a big file overlap.
+//! 8. **Done**: the standby rescans the directories written in and
+//!    returns its new root hash; if the path went through without an error,
+//!    our manifest becomes the new base.
 //!
 //! A path refused (empty source, mass delete, a file the standby could not
 //! write) is reported in [`SyncSummary::errors`] and the other paths go on.
@@ -327,6 +329,8 @@ struct FileJob {
     /// The scan took `hash` in the racy window: an unchanged stat does
     /// not vouch for it.
     racy: bool,
+    /// The standby has a copy to send a delta against (by its manifest).
+    standby_has: bool,
 }
 
 /// Makes the [`FileJob`]s of a path's changes.
@@ -359,6 +363,10 @@ impl<'a> Jobs<'a> {
             keep_old: self.keep_old(c),
             scanned: Scanned::of(c.local),
             racy: c.local.racy,
+            standby_has: matches!(
+                c.remote.map(|r| &r.kind),
+                Some(Kind::File { size, .. }) if *size >= DELTA_MIN_OLD
+            ),
         }
     }
 
@@ -901,11 +909,19 @@ impl<C: Channel> PathRun<'_, C> {
             keep_old,
             scanned,
             racy,
+            standby_has,
         } = job;
         // The scan's hash, if the file is as the scan saw it (checked when
         // it is opened; the standby checks the hash as well).
         let scan_hash = (!racy).then_some((scanned, whole_hash));
         let size = meta.size;
+        // While the standby reads its copy for its signature, list ours:
+        // the two passes overlap instead of following each other. Only
+        // when it has a copy (a new file is sent plainly, unchunked).
+        let listing = standby_has.then(|| {
+            let path = file.clone();
+            tokio::task::spawn_blocking(move || list_chunks(&path))
+        });
         let sig = match self
             .ask(&Request::FileBegin {
                 rel,
@@ -919,9 +935,17 @@ impl<C: Channel> PathRun<'_, C> {
             Response::Signature(sig) => sig,
             other => return Err(Stop::Path(unexpected(&other))),
         };
+        let listed = match listing {
+            // Not listed (or it failed): chunked against the signature as
+            // it is read, which reports any error itself.
+            Some(task) if !sig.chunks.is_empty() => task.await.ok().and_then(Result::ok),
+            _ => None,
+        };
         let (tx, mut batches) = tokio::sync::mpsc::channel::<Vec<Piece>>(2);
-        let chunker =
-            tokio::task::spawn_blocking(move || delta_batches(&file, &sig, scan_hash, tx));
+        let chunker = tokio::task::spawn_blocking(move || match listed {
+            Some(listed) => delta_batches_listed(&file, listed, &sig, tx),
+            None => delta_batches(&file, &sig, scan_hash, tx),
+        });
         // Pipelined: the standby writes one batch while the next crosses.
         let mut stopped = None;
         while let Some(batch) = batches.recv().await {
@@ -1123,6 +1147,64 @@ fn delta_batches(
     // new. It is not committed (the standby drops it) and goes next run.
     if stat_of(&file, path)? != before {
         return Err(ChangedWhileRead.into());
+    }
+    Ok(stats)
+}
+
+/// A file's chunks, listed ahead of its delta, and its stat at the time.
+struct Listed {
+    stat: Scanned,
+    chunks: Signature,
+}
+
+/// List the chunks of `path` (its [`chunk::signature`]), checking that it
+/// did not change meanwhile.
+fn list_chunks(path: &Path) -> Result<Listed> {
+    let file = open_nofollow(path)?;
+    let stat = stat_of(&file, path)?;
+    let chunks =
+        chunk::signature(&file).with_context(|| format!("cannot read {}", path.display()))?;
+    if stat_of(&file, path)? != stat {
+        return Err(ChangedWhileRead.into());
+    }
+    Ok(Listed { stat, chunks })
+}
+
+/// [`delta_batches`] from the chunks listed beforehand: reads only those
+/// the standby lacks (see [`chunk::delta_listed`]).
+fn delta_batches_listed(
+    path: &Path,
+    listed: Listed,
+    sig: &Signature,
+    tx: tokio::sync::mpsc::Sender<Vec<Piece>>,
+) -> Result<chunk::DeltaStats> {
+    let file = open_nofollow(path)?;
+    if stat_of(&file, path)? != listed.stat {
+        return Err(ChangedWhileRead.into());
+    }
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    let stopped = || anyhow!("the transfer stopped");
+    let result = chunk::delta_listed(&file, &listed.chunks, sig, |piece| {
+        bytes += match &piece {
+            Piece::Data(d) => d.len(),
+            Piece::Have { .. } => 40,
+        };
+        batch.push(piece);
+        if bytes >= BATCH_BYTES {
+            bytes = 0;
+            tx.blocking_send(std::mem::take(&mut batch))
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    });
+    // A chunk that no longer matches its listed hash is a change too.
+    if stat_of(&file, path)? != listed.stat {
+        return Err(ChangedWhileRead.into());
+    }
+    let stats = result.with_context(|| format!("cannot send {}", path.display()))?;
+    if !batch.is_empty() {
+        tx.blocking_send(batch).map_err(|_| stopped())?;
     }
     Ok(stats)
 }
