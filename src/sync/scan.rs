@@ -494,6 +494,22 @@ pub fn scan_owned(
     Ok((manifest, s.report))
 }
 
+/// Entries between two [`give_back_freed_memory`] calls in a scan.
+const TRIM_EVERY: usize = 8192;
+
+/// Hand the pages of freed heap memory back to the system. A scan frees
+/// the previous manifest as it goes while its new list of entries grows:
+/// without this, glibc keeps the freed pages and the process holds both at
+/// their full size at the end (the standby peaked at 64 MiB instead of 49
+/// after a first copy of 100,000 files).
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 struct Scanner<'a> {
     root_dev: u64,
     /// The previous manifest, walked in step with the scan (both in path
@@ -559,6 +575,9 @@ impl Scanner<'_> {
         }
         self.matched = None;
         self.entries.push((rel, entry));
+        if self.entries.len().is_multiple_of(TRIM_EVERY) {
+            give_back_freed_memory();
+        }
     }
 
     /// Take what is under `dir` from the previous manifest, unread (see
