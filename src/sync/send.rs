@@ -1123,26 +1123,10 @@ fn delta_batches(
     // Unchanged since the scan hashed it: no second pass of blake3 over
     // the file (3.7 GB of recordings are 0.6 s of a core).
     let known = scan_hash.and_then(|(scanned, hash)| (scanned == before).then_some(hash));
-    let mut batch = Vec::new();
-    let mut bytes = 0usize;
-    let stopped = || anyhow!("the transfer stopped");
-    let stats = chunk::delta_known(&file, sig, known, |piece| {
-        bytes += match &piece {
-            Piece::Data(d) => d.len(),
-            Piece::Have { .. } => 40,
-        };
-        batch.push(piece);
-        if bytes >= BATCH_BYTES {
-            bytes = 0;
-            tx.blocking_send(std::mem::take(&mut batch))
-                .map_err(|_| stopped())?;
-        }
-        Ok(())
-    })
-    .with_context(|| format!("cannot send {}", path.display()))?;
-    if !batch.is_empty() {
-        tx.blocking_send(batch).map_err(|_| stopped())?;
-    }
+    let mut out = PieceBatches::new(tx);
+    let stats = chunk::delta_known(&file, sig, known, |piece| out.push(piece))
+        .with_context(|| format!("cannot send {}", path.display()))?;
+    out.finish()?;
     // Written to while it was read: what was sent may be half old, half
     // new. It is not committed (the standby drops it) and goes next run.
     if stat_of(&file, path)? != before {
@@ -1182,31 +1166,60 @@ fn delta_batches_listed(
     if stat_of(&file, path)? != listed.stat {
         return Err(ChangedWhileRead.into());
     }
-    let mut batch = Vec::new();
-    let mut bytes = 0usize;
-    let stopped = || anyhow!("the transfer stopped");
-    let result = chunk::delta_listed(&file, &listed.chunks, sig, |piece| {
-        bytes += match &piece {
-            Piece::Data(d) => d.len(),
-            Piece::Have { .. } => 40,
-        };
-        batch.push(piece);
-        if bytes >= BATCH_BYTES {
-            bytes = 0;
-            tx.blocking_send(std::mem::take(&mut batch))
-                .map_err(|_| stopped())?;
-        }
-        Ok(())
-    });
+    let mut out = PieceBatches::new(tx);
+    let result = chunk::delta_listed(&file, &listed.chunks, sig, |piece| out.push(piece));
     // A chunk that no longer matches its listed hash is a change too.
     if stat_of(&file, path)? != listed.stat {
         return Err(ChangedWhileRead.into());
     }
     let stats = result.with_context(|| format!("cannot send {}", path.display()))?;
-    if !batch.is_empty() {
-        tx.blocking_send(batch).map_err(|_| stopped())?;
-    }
+    out.finish()?;
     Ok(stats)
+}
+
+/// Pieces of a delta, handed to the sending task in batches of about
+/// [`BATCH_BYTES`] (a `Have` counts 40 bytes).
+struct PieceBatches {
+    tx: tokio::sync::mpsc::Sender<Vec<Piece>>,
+    batch: Vec<Piece>,
+    bytes: usize,
+}
+
+impl PieceBatches {
+    fn new(tx: tokio::sync::mpsc::Sender<Vec<Piece>>) -> PieceBatches {
+        PieceBatches {
+            tx,
+            batch: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, piece: Piece) -> Result<()> {
+        self.bytes += match &piece {
+            Piece::Data(d) => d.len(),
+            Piece::Have { .. } => 40,
+        };
+        self.batch.push(piece);
+        if self.bytes >= BATCH_BYTES {
+            self.bytes = 0;
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Send what is left.
+    fn finish(mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+
+    fn send(&mut self) -> Result<()> {
+        self.tx
+            .blocking_send(std::mem::take(&mut self.batch))
+            .map_err(|_| anyhow!("the transfer stopped"))
+    }
 }
 
 /// A file was written to while it was read for sending: what was read may
