@@ -5,7 +5,8 @@
 //! path under `<dst>` (two "servers" on one machine).
 //!
 //! What is checked: trees match after a sync (content, mode, mtime to the
-//! nanosecond, symlinks); a no-change run costs < 1 KiB on the wire; a
+//! nanosecond, symlinks), and the standby's saved manifest matches a full
+//! scan of its tree; a no-change run costs < 1 KiB on the wire; a
 //! one-byte edit in a 32 MiB file sends at most two chunks; bad paths in
 //! raw protocol requests are refused; mass deletion and an empty source are
 //! refused; conflicts keep the standby's copy; the standby refuses to push;
@@ -13,7 +14,7 @@
 
 mod common;
 
-use common::sync_pair::{assert_same, text, Pair};
+use common::sync_pair::{assert_same, assert_standby_manifest_exact, text, Pair};
 use common::tree::set_mtime;
 use proptest::prelude::*;
 use sip_ha::link::protocol::WholeFile;
@@ -113,6 +114,7 @@ fn random_trees_arrive_whole() {
             std::fs::write(pair.src.join("always"), b"x").unwrap();
             pair.sync_ok();
             assert_same(&pair);
+            assert_standby_manifest_exact(&pair);
             Ok(())
         })
         .unwrap();
@@ -163,6 +165,7 @@ fn no_change_costs_under_a_kibibyte_and_an_edit_two_chunks() {
         edit.data
     );
     assert_same(&pair);
+    assert_standby_manifest_exact(&pair);
 }
 
 /// A request encoded with a placeholder path of the same length, the

@@ -158,3 +158,39 @@ pub fn assert_same(pair: &Pair) {
         panic!("trees differ: differing or missing on the standby {only_a:?}, extra {only_b:?}");
     }
 }
+
+/// The standby's saved manifest describes its tree exactly: the same paths
+/// as a full scan of it now, each with the same content and compared
+/// metadata. Its closing rescan reads only the directories a session wrote
+/// in (`ScanOptions::relist`), so this catches a write it failed to note.
+pub fn assert_standby_manifest_exact(pair: &Pair) {
+    use sip_ha::sync::{scan, session, Manifest};
+    let cfg = sip_ha::config::load(&pair.config).unwrap();
+    let sp = &cfg.sync.paths[0];
+    let saved = Manifest::load(&session::manifest_file(&pair.state, "recv", &sp.path));
+    assert_eq!(
+        saved.status,
+        sip_ha::sync::LoadStatus::Loaded,
+        "{:?}",
+        saved.warning
+    );
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let excludes = session::excludes(sp).unwrap();
+    let (now, _) = scan(&pair.dst_root, &excludes, &Manifest::new(), later).unwrap();
+    let (saved, now) = (saved.manifest.entries(), now.entries());
+    let differ: Vec<String> = now
+        .iter()
+        .filter(|(p, e)| saved.get(*p).is_none_or(|s| !s.same(e)))
+        .map(|(p, _)| p.to_string())
+        .chain(
+            saved
+                .keys()
+                .filter(|p| !now.contains_key(*p))
+                .map(|p| format!("{p} (gone)")),
+        )
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the standby's manifest is stale for {differ:?}"
+    );
+}
