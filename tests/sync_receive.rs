@@ -608,8 +608,9 @@ fn a_delta_is_applied_into_an_incoming_file() {
     .unwrap();
     assert!(stats.chunks_reused > 0);
     let mut f = rx.begin_file(b"monitor/rec.wav", meta(stats.size)).unwrap();
-    let got = chunk::apply(file.as_mut(), &sig, pieces.into_iter().map(Ok), &mut f).unwrap();
-    assert_eq!(got, stats.file_hash);
+    let written = chunk::apply(file.as_mut(), &sig, pieces.into_iter().map(Ok), &mut f).unwrap();
+    assert_eq!(written, new.len() as u64);
+    assert_eq!(stats.file_hash, hash(&new));
     f.commit(&stats.file_hash).unwrap();
     assert!(fs::read(rx.root().join("monitor/rec.wav")).unwrap() == new);
 
@@ -918,4 +919,105 @@ fn metadata_is_updated_in_place() {
     std::os::unix::fs::symlink("sip.conf", rx.root().join("etc/link")).unwrap();
     let e = rx.file_meta(b"etc/link", meta(0)).unwrap_err();
     assert!(format!("{e:#}").contains("etc/link"), "{e:#}");
+}
+
+/// The standby's copy is written to (on the standby) after it sent its
+/// signature and before the delta is committed: the rebuilt file no
+/// longer hashes to the sender's, so it is refused, the error says what
+/// happened, and the standby's copy is left as it is. Driven through the
+/// standby's request handler (`session::answer`), as `sip-ha serve` does.
+#[test]
+fn a_delta_is_refused_when_the_standby_copy_changes_under_it() {
+    use sip_ha::config::SyncPath;
+    use sip_ha::link::{Request, Response};
+    use sip_ha::sync::session::{answer, SyncSetup};
+    use sip_ha::sync::RelPath;
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("standby");
+    let configured = PathBuf::from("/pbx");
+    let root = prefix.join("pbx");
+    fs::create_dir_all(root.join("monitor")).unwrap();
+    let mut old = vec![0u8; 900_000];
+    for (i, b) in old.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761) >> 11) as u8;
+    }
+    let target = root.join("monitor/rec.wav");
+    fs::write(&target, &old).unwrap();
+    let mut new = old.clone();
+    new[450_000] ^= 0xff;
+
+    let setup = || {
+        Ok(SyncSetup {
+            paths: vec![SyncPath {
+                path: configured.clone(),
+                exclude: Vec::new(),
+                delete: true,
+                max_file_size: None,
+                sqlite: Vec::new(),
+            }],
+            state_dir: dir.path().join("state"),
+            trash_days: 7,
+            node: "slave".into(),
+            prefix: Some(prefix.clone()),
+        })
+    };
+    let mut session = None;
+    let root_req = Request::SyncRoot {
+        path: "/pbx".into(),
+        verify: false,
+    };
+    answer(&mut session, setup, root_req).unwrap();
+    let rel = RelPath::new(b"monitor/rec.wav").unwrap();
+    let begin = Request::FileBegin {
+        rel: rel.clone(),
+        meta: meta(new.len() as u64),
+        size: new.len() as u64,
+        whole_hash: hash(&new),
+        keep_old: None,
+    };
+    let sig = match answer(&mut session, setup, begin).unwrap() {
+        Response::Signature(sig) => sig,
+        other => panic!("{other:?}"),
+    };
+    assert!(sig.chunks.len() > 3, "{sig:?}");
+    let mut pieces = Vec::new();
+    let stats = chunk::delta(&new[..], &sig, |p| {
+        pieces.push(p);
+        Ok(())
+    })
+    .unwrap();
+    assert!(stats.chunks_reused > 0 && stats.chunks_literal > 0);
+
+    // Someone edits the standby's copy in place (same size), in a chunk
+    // the sender said it need not send.
+    let edited = {
+        let f = fs::OpenOptions::new().write(true).open(&target).unwrap();
+        f.write_all_at(b"EDITED ON THE STANDBY", 10).unwrap();
+        fs::read(&target).unwrap()
+    };
+    assert_eq!(
+        answer(&mut session, setup, Request::Pieces(pieces)).unwrap(),
+        Response::Ok
+    );
+    let commit = Request::FileCommit {
+        hash: stats.file_hash,
+    };
+    let err = answer(&mut session, setup, commit).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("monitor/rec.wav was written to on the standby while it was being updated"),
+        "{text}"
+    );
+    assert!(text.contains("not put in place"), "{text}");
+    assert!(
+        fs::read(&target).unwrap() == edited,
+        "the standby's copy is left as it was"
+    );
+    assert!(
+        temps(&root).is_empty(),
+        "no temp file left: {:?}",
+        temps(&root)
+    );
 }

@@ -14,12 +14,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The version of the messages below. Bump it on any change to an existing
-/// message, and when a new variant is one a sync cannot do without (2:
-/// [`Request::Files`]), so that an old peer is named in the handshake with
-/// its fix (`sip-ha -c`) instead of failing mid-sync. A variant the sender
-/// can do without may be added at the end without a bump (an older peer
-/// answers it with [`Response::Error`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// message (3: a signature without the whole-file hash), and when a new
+/// variant is one a sync cannot do without (2: [`Request::Files`]), so
+/// that an old peer is named in the handshake with its fix (`sip-ha -c`)
+/// instead of failing mid-sync. A variant the sender can do without may be
+/// added at the end without a bump (an older peer answers it with
+/// [`Response::Error`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first bytes `sip-ha serve` writes, before any frame. Frozen: every
 /// version of sip-ha starts this way, so that stray shell output and version

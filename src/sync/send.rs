@@ -920,7 +920,7 @@ impl<C: Channel> PathRun<'_, C> {
         // when it has a copy (a new file is sent plainly, unchunked).
         let listing = standby_has.then(|| {
             let path = file.clone();
-            tokio::task::spawn_blocking(move || list_chunks(&path))
+            tokio::task::spawn_blocking(move || list_chunks(&path, scan_hash))
         });
         let sig = match self
             .ask(&Request::FileBegin {
@@ -1135,23 +1135,27 @@ fn delta_batches(
     Ok(stats)
 }
 
-/// A file's chunks, listed ahead of its delta, and its stat at the time.
+/// A file's chunks, listed ahead of its delta, its whole hash and its stat
+/// at the time.
 struct Listed {
     stat: Scanned,
     chunks: Signature,
+    hash: [u8; 32],
 }
 
-/// List the chunks of `path` (its [`chunk::signature`]), checking that it
-/// did not change meanwhile.
-fn list_chunks(path: &Path) -> Result<Listed> {
+/// List the chunks of `path` ([`chunk::signature_and_hash`]), checking
+/// that it did not change meanwhile. The scan's hash is taken as the whole
+/// hash if the file is as the scan saw it (as in [`delta_batches`]).
+fn list_chunks(path: &Path, scan_hash: Option<(Scanned, [u8; 32])>) -> Result<Listed> {
     let file = open_nofollow(path)?;
     let stat = stat_of(&file, path)?;
-    let chunks =
-        chunk::signature(&file).with_context(|| format!("cannot read {}", path.display()))?;
+    let known = scan_hash.and_then(|(scanned, hash)| (scanned == stat).then_some(hash));
+    let (chunks, hash) = chunk::signature_and_hash(&file, known)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     if stat_of(&file, path)? != stat {
         return Err(ChangedWhileRead.into());
     }
-    Ok(Listed { stat, chunks })
+    Ok(Listed { stat, chunks, hash })
 }
 
 /// [`delta_batches`] from the chunks listed beforehand: reads only those
@@ -1167,7 +1171,9 @@ fn delta_batches_listed(
         return Err(ChangedWhileRead.into());
     }
     let mut out = PieceBatches::new(tx);
-    let result = chunk::delta_listed(&file, &listed.chunks, sig, |piece| out.push(piece));
+    let result = chunk::delta_listed(&file, &listed.chunks, listed.hash, sig, |piece| {
+        out.push(piece)
+    });
     // A chunk that no longer matches its listed hash is a change too.
     if stat_of(&file, path)? != listed.stat {
         return Err(ChangedWhileRead.into());

@@ -152,6 +152,23 @@ struct Incoming {
     file: IncomingFile,
     old: Option<File>,
     sig: Signature,
+    /// The old copy's stat when its signature was taken: if it changed
+    /// since, a refused commit says so (the hash check is what refuses).
+    old_stat: Option<OldStat>,
+}
+
+/// What says a file was written to: size, mtime, ctime.
+type OldStat = (i64, i64, i64, i64, i64);
+
+fn old_stat(file: &File) -> Option<OldStat> {
+    let st = nix::sys::stat::fstat(file).ok()?;
+    Some((
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
+    ))
 }
 
 /// The receiver's state for one path, from `SyncRoot` to the end of the
@@ -665,6 +682,7 @@ pub fn answer(
         } => {
             s.incoming = None;
             let mut old = s.rx.open_existing(rel.as_bytes())?;
+            let old_stat = old.as_ref().and_then(old_stat);
             let mut sig = match old.as_mut() {
                 Some(f) => chunk::signature(&mut *f)
                     .with_context(|| format!("cannot read the current {rel}"))?,
@@ -680,6 +698,7 @@ pub fn answer(
                 file,
                 old,
                 sig: sig.clone(),
+                old_stat,
             });
             Ok(Response::Signature(sig))
         }
@@ -705,7 +724,20 @@ pub fn answer(
                 .take()
                 .ok_or_else(|| anyhow!("no file transfer in progress to commit"))?;
             let rel = inc.rel;
-            let placed = inc.file.commit(&hash)?;
+            let placed = inc.file.commit(&hash).map_err(|e| {
+                let changed = inc
+                    .old
+                    .as_ref()
+                    .is_some_and(|f| old_stat(f) != inc.old_stat);
+                if changed {
+                    e.context(format!(
+                        "{rel} was written to on the standby while it was being updated from \
+                         the active server; the next sync sends it again"
+                    ))
+                } else {
+                    e
+                }
+            })?;
             s.learn(rel, &placed);
             Ok(Response::Ok)
         }
