@@ -577,3 +577,160 @@ async fn closed_port_is_connection_refused() {
         "{msg}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The master kept between syncs.
+
+/// How many times sshd has let the client in so far.
+fn logins(sshd: &TestSshd) -> usize {
+    sshd.log().matches("Accepted publickey").count()
+}
+
+/// The recorded control socket of the kept master for `host`.
+fn kept_socket(control: &Path) -> PathBuf {
+    let record = std::fs::read(control.join("kept-127.0.0.1")).expect("a kept master is recorded");
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    PathBuf::from(record["ctl"].as_str().unwrap())
+}
+
+/// The pid of the ssh master listening on `ctl` (`ssh -O check`).
+fn master_pid(ctl: &Path) -> Option<i32> {
+    let out = std::process::Command::new("ssh")
+        .arg("-S")
+        .arg(ctl)
+        .args(["-O", "check", "unused"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let pid = text.split("pid=").nth(1)?.split(')').next()?;
+    pid.parse().ok()
+}
+
+/// Every process below `pid` (its children, theirs, ...).
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid.to_string()];
+    while let Some(p) = queue.pop() {
+        let out = std::process::Command::new("pgrep")
+            .args(["-P", &p])
+            .output()
+            .unwrap();
+        for child in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            found.push(child.parse().unwrap());
+            queue.push(child.to_string());
+        }
+    }
+    found
+}
+
+async fn kept(ssh: &sip_ha::config::Ssh, control: &Path) -> PeerLink {
+    tokio::time::timeout(
+        PROBE_TIMEOUT,
+        PeerLink::connect_kept(ssh, LOCALHOST, control),
+    )
+    .await
+    .expect("connect_kept hung")
+    .expect("connect_kept failed")
+}
+
+/// A sync's master outlives its link and the next sync uses it (one login
+/// for two syncs); a status probe never does (it logs in afresh); a kept
+/// master that died, that hangs, or that was made with other settings is
+/// replaced by a new one, and the link works all the same.
+#[tokio::test]
+async fn a_sync_master_is_kept_and_reused_but_never_by_a_probe() {
+    let sshd = TestSshd::start();
+    let wrapper = serve_wrapper(sshd.dir(), &reply());
+    let ssh = sshd.ssh_config(wrapper.to_str().unwrap());
+    let control = control_dir();
+
+    let mut link = kept(&ssh, control.path()).await;
+    assert_eq!(link.status().await.unwrap(), reply());
+    link.close().await;
+    let first = kept_socket(control.path());
+    assert!(first.exists(), "the master is still up after close");
+    assert_eq!(logins(&sshd), 1);
+
+    let mut link = kept(&ssh, control.path()).await;
+    assert_eq!(link.status().await.unwrap(), reply());
+    link.close().await;
+    assert_eq!(logins(&sshd), 1, "the second sync reused the first login");
+    assert_eq!(kept_socket(control.path()), first);
+
+    // A status probe logs in on its own, and leaves the kept master be.
+    let got = probe_status(&ssh, LOCALHOST, control.path(), PROBE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(got, reply());
+    assert_eq!(logins(&sshd), 2, "the probe logged in afresh");
+    assert!(first.exists());
+
+    // The kept master died (killed): a new one, and the sync goes on.
+    let pid = master_pid(&first).expect("the kept master answers ssh -O check");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut link = kept(&ssh, control.path()).await;
+    assert_eq!(link.status().await.unwrap(), reply());
+    link.close().await;
+    assert_eq!(logins(&sshd), 3);
+    let second = kept_socket(control.path());
+    assert_ne!(second, first);
+    assert!(
+        !first.parent().unwrap().exists(),
+        "the dead master's directory is removed"
+    );
+
+    // The peer stops answering on the kept connection (its sshd session
+    // frozen, as when the network drops it without a reset): given up
+    // after KEPT_GREETING_TIMEOUT, a new session, the link works.
+    let frozen = descendants(sshd.pid());
+    assert!(
+        !frozen.is_empty(),
+        "the kept connection has an sshd process"
+    );
+    for pid in &frozen {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+    }
+    let mut link = kept(&ssh, control.path()).await;
+    assert_eq!(link.status().await.unwrap(), reply());
+    link.close().await;
+    for pid in &frozen {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(logins(&sshd), 4);
+    let third = kept_socket(control.path());
+    assert_ne!(third, second);
+    assert!(!second.exists(), "the hung master was stopped");
+
+    // Other settings (another known_hosts file, same content): the kept
+    // master is not used, and is stopped.
+    let mut other = ssh.clone();
+    other.known_hosts = sshd.dir().join("known_hosts.copy");
+    std::fs::copy(&ssh.known_hosts, &other.known_hosts).unwrap();
+    let mut link = kept(&other, control.path()).await;
+    assert_eq!(link.status().await.unwrap(), reply());
+    link.close().await;
+    assert_eq!(logins(&sshd), 5);
+    assert!(
+        !third.exists(),
+        "the master made with the old settings was stopped"
+    );
+
+    // Leave nothing running.
+    let last = kept_socket(control.path());
+    if let Some(pid) = master_pid(&last) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}

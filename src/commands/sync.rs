@@ -133,7 +133,7 @@ async fn sync(cfg: &Config, role: Role, log: &Logger, opts: PushOptions) -> Resu
     use anyhow::Context;
     let host = cfg.node(role.peer()).address;
     let control = cfg.cluster.state_dir.join("ssh");
-    let mut link = PeerLink::connect(&cfg.ssh, host, &control)
+    let mut link = PeerLink::connect_kept(&cfg.ssh, host, &control)
         .await
         .with_context(|| format!("cannot reach sip-ha on the standby ({host}) to sync"))?;
     let bar = Bar::new();

@@ -185,7 +185,7 @@ async fn connect(cfg: &Config, host: IpAddr) -> Result<PeerLink, String> {
     let control_dir = cfg.cluster.state_dir.join("ssh");
     let connect = tokio::time::timeout(
         cfg.ssh.connect_timeout + Duration::from_secs(2),
-        PeerLink::connect(&cfg.ssh, host, &control_dir),
+        PeerLink::connect_kept(&cfg.ssh, host, &control_dir),
     );
     match connect.await {
         Ok(Ok(l)) => Ok(l),

@@ -23,6 +23,17 @@
 //!   sip-ha dies first, the master exits on its own after
 //!   [`CONTROL_PERSIST_IDLE`] without clients. Keep-alives every
 //!   [`SERVER_ALIVE_INTERVAL`] notice a dead peer on a long-lived link.
+//! * **Except one, for sync.** [`PeerLink::connect_kept`] (syncs only)
+//!   leaves its master up after [`close`](PeerLink::close), for
+//!   [`KEPT_MASTER_IDLE`], and the next sync reuses it: a sync run from
+//!   cron every minute logs in once, not every minute, and saves the
+//!   handshake (0.3 s on loopback here). A kept master is used only if it
+//!   was made with the same user, port, identity and known_hosts, and only
+//!   if `sip-ha serve` greets through it within [`KEPT_GREETING_TIMEOUT`];
+//!   otherwise it is stopped and a new session made, as without one. Status
+//!   probes (what failover decisions rest on) never use a kept master: each
+//!   logs in afresh, so a master left over from before a network change
+//!   cannot make a dead peer look alive.
 //! * **Short socket paths.** A Unix socket path is limited to 108 bytes.
 //!   The control socket ends up at
 //!   `<control_dir>/.ssh-connectionXXXXXX/master.XXXXXXXXXXXXXXXX` while ssh
@@ -61,6 +72,17 @@ pub const MAX_CONTROL_DIR_LEN: usize = SOCKET_PATH_MAX - SOCKET_SUFFIX_LEN;
 /// How long an SSH master without clients stays up (`ControlPersist`), in
 /// case sip-ha dies without closing it.
 pub const CONTROL_PERSIST_IDLE: Duration = Duration::from_secs(60);
+
+/// How long a master kept for syncs ([`PeerLink::connect_kept`]) stays up
+/// without clients: longer than a minute, so that a sync from cron every
+/// minute finds it.
+pub const KEPT_MASTER_IDLE: Duration = Duration::from_secs(180);
+
+/// How long a kept master gets to carry `sip-ha serve`'s greeting before it
+/// is given up for a new session. A working one does it in well under a
+/// second; one whose peer went away would hang until the keep-alives
+/// expire.
+pub const KEPT_GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keep-alive interval (`ServerAliveInterval`; ssh gives up after 3 missed).
 pub const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -142,6 +164,10 @@ pub struct PeerLink {
     stderr: StderrTail,
     child: Child<Arc<Session>>,
     session: Arc<Session>,
+    /// Where to record the master on close, to keep it ([`connect_kept`]).
+    ///
+    /// [`connect_kept`]: PeerLink::connect_kept
+    keep: Option<Kept>,
     /// Frame bytes (headers and payloads) sent and received since the
     /// handshake: what a sync costs on the wire, before SSH's own framing.
     wire: u64,
@@ -168,82 +194,170 @@ impl PeerLink {
         host: IpAddr,
         control_dir: &Path,
     ) -> anyhow::Result<PeerLink> {
-        prepare_control_dir(control_dir)?;
-        check_identity(ssh)?;
-        let config_file = write_ssh_config(control_dir)?;
-
-        let mut builder = SessionBuilder::default();
-        builder
-            .user(ssh.user.clone())
-            .port(ssh.port)
-            .keyfile(&ssh.identity)
-            .user_known_hosts_file(&ssh.known_hosts)
-            .known_hosts_check(KnownHosts::Strict)
-            .connect_timeout(ssh.connect_timeout)
-            .server_alive_interval(SERVER_ALIVE_INTERVAL)
-            .control_directory(control_dir)
-            .control_persist(ControlPersist::IdleFor(whole_seconds(CONTROL_PERSIST_IDLE)))
-            .config_file(&config_file);
-        let session = builder
-            .connect_mux(host.to_string())
-            .await
-            .map_err(|e| connect_error(e, ssh, host, control_dir))?;
-        let session = Arc::new(session);
-
-        let command = &ssh.remote_command;
-        let mut child = session
-            .clone()
-            .arc_command(command.as_str())
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .await
-            .map_err(|e| {
-                anyhow!(e).context(format!(
-                    "logged in to {host}, but could not start `{command} serve` there"
-                ))
-            })?;
-        let (Some(stdin), Some(stdout)) = (child.stdin().take(), child.stdout().take()) else {
-            bail!("`{command} serve` on {host} started without the pipes asked for");
-        };
-        let stderr = StderrTail::spawn(child.stderr().take());
-        super::widen_pipe(&stdout);
-        super::widen_pipe(&stdin);
-        let mut reader = BufReader::with_capacity(LINK_BUFFER, stdout);
-        let mut writer = BufWriter::with_capacity(LINK_BUFFER, stdin);
-
-        let greeting_timeout = ssh.connect_timeout.max(MIN_GREETING_TIMEOUT);
-        let handshake = tokio::time::timeout(
-            greeting_timeout,
-            protocol::client_handshake(&mut reader, &mut writer),
-        )
-        .await;
-        let failure = match handshake {
-            Ok(Ok(peer)) => {
-                return Ok(PeerLink {
-                    host,
-                    peer,
-                    reader,
-                    writer,
-                    stderr,
-                    child,
-                    session,
-                    wire: 0,
-                })
-            }
-            Ok(Err(e)) => Failure::Handshake(e),
-            Err(_) => Failure::NoGreeting(greeting_timeout),
-        };
-        // Close our ends so that a remote command waiting for input exits.
-        drop(reader);
-        drop(writer);
-        let error = diagnose(failure, child, stderr, ssh, host).await;
-        stop_master(session).await;
-        Err(error)
+        connect_new(ssh, host, control_dir, CONTROL_PERSIST_IDLE).await
     }
 
+    /// [`connect`](Self::connect), for syncs: reuses the master a previous
+    /// sync to `host` kept, if it was made with the same settings and still
+    /// carries a greeting within [`KEPT_GREETING_TIMEOUT`] (else it is
+    /// stopped and a new one made), and keeps this link's master after
+    /// [`close`](Self::close), for [`KEPT_MASTER_IDLE`]. Never for status
+    /// probes: see the module doc.
+    pub async fn connect_kept(
+        ssh: &config::Ssh,
+        host: IpAddr,
+        control_dir: &Path,
+    ) -> anyhow::Result<PeerLink> {
+        prepare_control_dir(control_dir)?;
+        let keep = Kept::new(ssh, host, control_dir);
+        if let Some((ctl, log)) = keep.recorded(control_dir).await {
+            let session = Arc::new(Session::resume_mux(ctl, log));
+            // The whole attempt is bounded: opening a channel on a master
+            // whose peer is gone can wait as long as the greeting.
+            let attempt = tokio::time::timeout(
+                KEPT_GREETING_TIMEOUT,
+                start_serve(session.clone(), ssh, host, KEPT_GREETING_TIMEOUT),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(mut link)) => {
+                    drop(session);
+                    link.keep = Some(keep);
+                    return Ok(link);
+                }
+                // Gone, or no longer working: stopped (if it still runs)
+                // and forgotten; a new session below.
+                Ok(Err((_, attempted))) => {
+                    drop(attempted);
+                    keep.forget(session).await;
+                }
+                Err(_) => keep.forget(session).await,
+            }
+        }
+        let mut link = connect_new(ssh, host, control_dir, KEPT_MASTER_IDLE).await?;
+        link.keep = Some(keep);
+        Ok(link)
+    }
+}
+
+/// A new master ([`new_master`]) and `serve` over it ([`start_serve`]);
+/// the master is stopped if that fails.
+async fn connect_new(
+    ssh: &config::Ssh,
+    host: IpAddr,
+    control_dir: &Path,
+    persist: Duration,
+) -> anyhow::Result<PeerLink> {
+    let session = new_master(ssh, host, control_dir, persist).await?;
+    let greeting_timeout = ssh.connect_timeout.max(MIN_GREETING_TIMEOUT);
+    match start_serve(session, ssh, host, greeting_timeout).await {
+        Ok(link) => Ok(link),
+        Err((error, session)) => {
+            stop_master(session).await;
+            Err(error)
+        }
+    }
+}
+
+/// Starts an SSH master to `host` (in `control_dir`) that outlives its last
+/// client by `persist`.
+async fn new_master(
+    ssh: &config::Ssh,
+    host: IpAddr,
+    control_dir: &Path,
+    persist: Duration,
+) -> anyhow::Result<Arc<Session>> {
+    prepare_control_dir(control_dir)?;
+    check_identity(ssh)?;
+    let config_file = write_ssh_config(control_dir)?;
+
+    let mut builder = SessionBuilder::default();
+    builder
+        .user(ssh.user.clone())
+        .port(ssh.port)
+        .keyfile(&ssh.identity)
+        .user_known_hosts_file(&ssh.known_hosts)
+        .known_hosts_check(KnownHosts::Strict)
+        .connect_timeout(ssh.connect_timeout)
+        .server_alive_interval(SERVER_ALIVE_INTERVAL)
+        .control_directory(control_dir)
+        .control_persist(ControlPersist::IdleFor(whole_seconds(persist)))
+        .config_file(&config_file);
+    let session = builder
+        .connect_mux(host.to_string())
+        .await
+        .map_err(|e| connect_error(e, ssh, host, control_dir))?;
+    Ok(Arc::new(session))
+}
+
+/// Starts `<remote_command> serve` over `session` and completes the
+/// handshake within `greeting_timeout`. On failure, the error and the
+/// session (for the caller to stop or keep).
+async fn start_serve(
+    session: Arc<Session>,
+    ssh: &config::Ssh,
+    host: IpAddr,
+    greeting_timeout: Duration,
+) -> Result<PeerLink, (anyhow::Error, Arc<Session>)> {
+    let command = &ssh.remote_command;
+    let child = session
+        .clone()
+        .arc_command(command.as_str())
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await;
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            let error = anyhow!(e).context(format!(
+                "logged in to {host}, but could not start `{command} serve` there"
+            ));
+            return Err((error, session));
+        }
+    };
+    let (Some(stdin), Some(stdout)) = (child.stdin().take(), child.stdout().take()) else {
+        let error = anyhow!("`{command} serve` on {host} started without the pipes asked for");
+        return Err((error, session));
+    };
+    let stderr = StderrTail::spawn(child.stderr().take());
+    super::widen_pipe(&stdout);
+    super::widen_pipe(&stdin);
+    let mut reader = BufReader::with_capacity(LINK_BUFFER, stdout);
+    let mut writer = BufWriter::with_capacity(LINK_BUFFER, stdin);
+
+    let handshake = tokio::time::timeout(
+        greeting_timeout,
+        protocol::client_handshake(&mut reader, &mut writer),
+    )
+    .await;
+    let failure = match handshake {
+        Ok(Ok(peer)) => {
+            return Ok(PeerLink {
+                host,
+                peer,
+                reader,
+                writer,
+                stderr,
+                child,
+                session,
+                keep: None,
+                wire: 0,
+            })
+        }
+        Ok(Err(e)) => Failure::Handshake(e),
+        Err(_) => Failure::NoGreeting(greeting_timeout),
+    };
+    // Close our ends so that a remote command waiting for input exits.
+    drop(reader);
+    drop(writer);
+    let error = diagnose(failure, child, stderr, ssh, host).await;
+    Err((error, session))
+}
+
+impl PeerLink {
     /// Frame bytes sent and received on this link since the handshake.
     pub fn wire_bytes(&self) -> u64 {
         self.wire
@@ -485,7 +599,8 @@ impl PeerLink {
     }
 
     /// Ends the session: closes the link (the peer's `serve` sees a clean
-    /// end), waits briefly for it to exit, and stops the SSH master.
+    /// end), waits briefly for it to exit, and stops the SSH master (or
+    /// keeps it, after [`connect_kept`](Self::connect_kept)).
     pub async fn close(self) {
         let PeerLink {
             reader,
@@ -493,13 +608,17 @@ impl PeerLink {
             child,
             session,
             stderr,
+            keep,
             ..
         } = self;
         drop(writer);
         drop(reader);
         let _ = tokio::time::timeout(EXIT_WAIT, child.wait()).await;
         drop(stderr);
-        stop_master(session).await;
+        match keep {
+            Some(keep) => keep.record(session).await,
+            None => stop_master(session).await,
+        }
     }
 }
 
@@ -543,7 +662,120 @@ async fn read_up_to(
 /// last `Arc<Session>` does the same without waiting.)
 async fn stop_master(session: Arc<Session>) {
     if let Ok(session) = Arc::try_unwrap(session) {
-        let _ = session.close().await;
+        let _ = tokio::time::timeout(EXIT_WAIT, session.close()).await;
+    }
+}
+
+/// A master kept between syncs: the record of it in the control directory
+/// (`kept-<host>`, JSON: the settings it was made with, its control socket
+/// and log), written when a [`PeerLink::connect_kept`] link closes.
+struct Kept {
+    record: PathBuf,
+    /// What the master was made with; another value means another master.
+    settings: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptRecord {
+    settings: String,
+    ctl: PathBuf,
+    log: Option<PathBuf>,
+}
+
+impl Kept {
+    fn new(ssh: &config::Ssh, host: IpAddr, control_dir: &Path) -> Kept {
+        Kept {
+            record: control_dir.join(format!("kept-{host}")),
+            settings: format!(
+                "{}@{host} port {} identity {} known_hosts {}",
+                ssh.user,
+                ssh.port,
+                ssh.identity.display(),
+                ssh.known_hosts.display()
+            ),
+        }
+    }
+
+    /// The recorded master's socket and log, if it was made with these
+    /// settings and its socket is one ssh made inside `control_dir`.
+    async fn recorded(&self, control_dir: &Path) -> Option<(Box<Path>, Option<Box<Path>>)> {
+        let text = std::fs::read(&self.record).ok()?;
+        let Ok(r) = serde_json::from_slice::<KeptRecord>(&text) else {
+            let _ = std::fs::remove_file(&self.record);
+            return None;
+        };
+        let inside = |p: &Path| {
+            p.parent().and_then(Path::parent) == Some(control_dir)
+                && p.parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection"))
+        };
+        if !inside(&r.ctl) {
+            let _ = std::fs::remove_file(&self.record);
+            return None;
+        }
+        if r.settings != self.settings {
+            // Made another way (the configuration changed): stopped rather
+            // than left up unused.
+            if r.ctl.exists() {
+                let old = Session::resume_mux(r.ctl.clone().into(), None);
+                let _ = tokio::time::timeout(EXIT_WAIT, old.close()).await;
+            }
+            remove_connection_dir(&r.ctl);
+            let _ = std::fs::remove_file(&self.record);
+            return None;
+        }
+        if !r.ctl.exists() {
+            // Exited after its idle time: only its directory is left.
+            remove_connection_dir(&r.ctl);
+            let _ = std::fs::remove_file(&self.record);
+            return None;
+        }
+        Some((r.ctl.into(), r.log.map(Into::into)))
+    }
+
+    /// Keeps `session`'s master up and records it for the next sync.
+    async fn record(self, session: Arc<Session>) {
+        let Ok(session) = Arc::try_unwrap(session) else {
+            return;
+        };
+        let (ctl, log) = session.detach();
+        let record = KeptRecord {
+            settings: self.settings,
+            ctl: ctl.into(),
+            log: log.map(Into::into),
+        };
+        let written = serde_json::to_vec(&record)
+            .map_err(anyhow::Error::from)
+            .and_then(|json| crate::state::write_atomic(&self.record, &json));
+        if written.is_err() {
+            // Unrecorded, it would only idle out: stop it now.
+            let session = Session::resume_mux(record.ctl.into(), None);
+            let _ = tokio::time::timeout(EXIT_WAIT, session.close()).await;
+        }
+    }
+
+    /// Stops a recorded master that no longer works and forgets it.
+    async fn forget(&self, session: Arc<Session>) {
+        let ctl = session.control_socket().to_path_buf();
+        if let Ok(session) = Arc::try_unwrap(session) {
+            let _ = tokio::time::timeout(EXIT_WAIT, session.close()).await;
+        }
+        remove_connection_dir(&ctl);
+        let _ = std::fs::remove_file(&self.record);
+    }
+}
+
+/// Removes the `.ssh-connectionXXXXXX` directory of a master that is gone
+/// (its socket, if still there, and its log).
+fn remove_connection_dir(ctl: &Path) {
+    if let Some(dir) = ctl.parent() {
+        if dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection"))
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

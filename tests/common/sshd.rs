@@ -270,6 +270,11 @@ impl TestSshd {
         .expect("write authorized_keys");
     }
 
+    /// The listening sshd's process id (each connection is a child of it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the sshd process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
