@@ -1021,3 +1021,41 @@ fn a_delta_is_refused_when_the_standby_copy_changes_under_it() {
         temps(&root)
     );
 }
+
+/// A file over `THREAD_FROM` is hashed on a thread of its own as it is
+/// written: the right hash puts it in place byte for byte, one byte off
+/// anywhere (here the last, in the block handed over at the end) is
+/// refused and leaves the old file.
+#[test]
+fn a_big_file_is_hashed_as_written_and_refused_on_a_mismatch() {
+    use sip_ha::sync::stream_hash::THREAD_FROM;
+    let (_d, mut rx) = receiver();
+    put(&mut rx, "monitor/big.wav", b"the old recording");
+    let len = THREAD_FROM as usize + 3 * 1024 * 1024 + 777;
+    let mut body = vec![0u8; len];
+    for (i, b) in body.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761) >> 9) as u8;
+    }
+
+    let mut changed = body.clone();
+    *changed.last_mut().unwrap() ^= 1;
+    let mut f = rx.begin_file(b"monitor/big.wav", meta(len as u64)).unwrap();
+    for c in changed.chunks(32 * 1024 + 3) {
+        f.write(c).unwrap();
+    }
+    let err = f.commit(&hash(&body)).unwrap_err();
+    assert!(format!("{err:#}").contains("not put in place"), "{err:#}");
+    assert_eq!(
+        fs::read(rx.root().join("monitor/big.wav")).unwrap(),
+        b"the old recording"
+    );
+    assert!(temps(rx.root()).is_empty());
+
+    let mut f = rx.begin_file(b"monitor/big.wav", meta(len as u64)).unwrap();
+    for c in body.chunks(32 * 1024 + 3) {
+        f.write(c).unwrap();
+    }
+    let placed = f.commit(&hash(&body)).unwrap();
+    assert_eq!(placed.hash, hash(&body));
+    assert!(fs::read(rx.root().join("monitor/big.wav")).unwrap() == body);
+}

@@ -51,8 +51,10 @@
 //! * [`receive`](mod@receive): the standby's side. Every path is checked to
 //!   stay inside the root (no `..`, no symlinked parent leading out); each
 //!   file is written to a temp file beside its target, checked against the
-//!   sender's whole-file hash, given mode, owner (by name) and mtime, then
-//!   renamed into place; deletions go to the [`trash`](mod@trash).
+//!   sender's whole-file hash (taken as it is written,
+//!   [`stream_hash`](mod@stream_hash)), given mode, owner (by name) and
+//!   mtime, then renamed into place; deletions go to the
+//!   [`trash`](mod@trash).
 //!
 //! * [`send`](mod@send): the active side, [`send::push`]: per path, check
 //!   the source, scan, compare root hashes, walk, diff against the base,
@@ -77,6 +79,7 @@ pub mod scan;
 pub mod send;
 pub mod session;
 pub mod sqlite;
+pub mod stream_hash;
 pub mod target;
 #[cfg(test)]
 mod testing;

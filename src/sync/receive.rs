@@ -52,6 +52,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::stream_hash::StreamHash;
 use super::trash::{Trash, TRASH_DIR_NAME};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
@@ -459,7 +460,7 @@ impl Receiver {
             parent,
             parent_mtime,
             tmp_name,
-            hasher: blake3::Hasher::new(),
+            hasher: StreamHash::new(meta.size),
             written: 0,
             meta,
             uid,
@@ -786,7 +787,7 @@ pub struct IncomingFile {
     parent: Parent,
     parent_mtime: Option<TimeSpec>,
     tmp_name: OsString,
-    hasher: blake3::Hasher,
+    hasher: StreamHash,
     written: u64,
     meta: FileMeta,
     uid: Uid,
@@ -888,7 +889,12 @@ impl IncomingFile {
         let Some(file) = self.file.as_ref() else {
             bail!("{} was already abandoned after an error", path.display());
         };
-        let got = *self.hasher.finalize().as_bytes();
+        let Some(got) = self.hasher.finalize() else {
+            bail!(
+                "refused {}: its hash could not be taken (the hashing thread stopped); not put in place, the old file is intact",
+                path.display()
+            );
+        };
         if &got != expected {
             bail!(
                 "refused {}: the {} bytes received hash to {} but the sender's file hashes to {}; not put in place, the old file is intact",
@@ -945,10 +951,12 @@ impl IncomingFile {
         )
         .ok()
         .filter(|st| Some(st.st_ino) == self.ino);
-        Ok(Placed {
-            stat,
-            hash: *self.hasher.finalize().as_bytes(),
-        })
+        // Taken by `check_and_set_meta` before: this is that hash.
+        let hash = self
+            .hasher
+            .finalize()
+            .ok_or_else(|| anyhow!("{} has no hash", path.display()))?;
+        Ok(Placed { stat, hash })
     }
 
     /// Check the hash and set owner, mode and mtime, but neither fsync nor

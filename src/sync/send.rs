@@ -918,9 +918,16 @@ impl<C: Channel> PathRun<'_, C> {
         // While the standby reads its copy for its signature, list ours:
         // the two passes overlap instead of following each other. Only
         // when it has a copy (a new file is sent plainly, unchunked).
+        // The listing takes the scan's hash even when the scan called it
+        // racy, as small files do (`read_batches`): a change since that
+        // the stat does not show makes the standby's check refuse the
+        // file (it goes again next run), never lets a wrong one in, and
+        // hashing the file again would cost a pass over every changed big
+        // file, which the scan has just read.
         let listing = standby_has.then(|| {
             let path = file.clone();
-            tokio::task::spawn_blocking(move || list_chunks(&path, scan_hash))
+            let scan = (scanned, whole_hash);
+            tokio::task::spawn_blocking(move || list_chunks(&path, Some(scan)))
         });
         let sig = match self
             .ask(&Request::FileBegin {
