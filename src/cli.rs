@@ -102,7 +102,7 @@ pub enum Command {
     /// (`restrict,command="/usr/local/sbin/sip-ha serve"` in authorized_keys),
     /// not by hand.
     Serve(ServeArgs),
-    /// Copy the [sync] paths to the standby server now (on the active
+    /// Copy the `[sync]` paths to the standby server now (on the active
     /// server only). Ends with a summary line: files and bytes sent, bytes
     /// on the wire, time. With `run --loop` running, the loop does it.
     Sync(SyncArgs),

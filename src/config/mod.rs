@@ -1,6 +1,6 @@
 //! The configuration: one `sip-ha.toml`, the same file on both servers.
 //!
-//! Loading happens in two steps. [`raw`] deserializes the TOML into structs
+//! Loading happens in two steps. `raw` deserializes the TOML into structs
 //! whose every value keeps its byte span (`serde_spanned::Spanned`), refusing
 //! unknown keys. [`load`](load::load) then checks what TOML cannot (a node
 //! listed twice, the service address equal to a management address, relative

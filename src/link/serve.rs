@@ -241,7 +241,7 @@ where
 
 /// [`serve`] on this process's stdin and stdout: what `sip-ha serve` runs.
 ///
-/// Under sshd both are pipes: they are widened ([`super::widen_pipe`]) and
+/// Under sshd both are pipes: they are widened (`widen_pipe`) and
 /// read and written without blocking. `tokio::io::stdin` would hand every
 /// read to a thread of its own: for 3.7 GB of files that was 56,000
 /// hand-offs and seconds of CPU. Anything else (a terminal, a file, a

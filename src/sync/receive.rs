@@ -960,7 +960,7 @@ impl IncomingFile {
     }
 
     /// Check the hash and set owner, mode and mtime, but neither fsync nor
-    /// rename: the file waits for [`Receiver::commit_batch`] with others.
+    /// rename: the file waits for [`commit_batch`] with others.
     pub fn stage(mut self, expected: &[u8; 32]) -> Result<Staged> {
         match self.check_and_set_meta(expected) {
             Ok(()) => {
@@ -1076,7 +1076,7 @@ pub struct Placed {
 }
 
 /// A received file, checked and with its metadata set, waiting under its
-/// temp name for [`Receiver::commit_batch`]. Dropped, it is removed.
+/// temp name for [`commit_batch`]. Dropped, it is removed.
 #[derive(Debug)]
 pub struct Staged(IncomingFile);
 

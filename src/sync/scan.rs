@@ -27,7 +27,7 @@
 //! things: a file larger than the path's `max_file_size` is skipped and
 //! marked unsettled the same way (so the other side's copy is left alone),
 //! and a SQLite database listed in `sqlite` is described by a consistent
-//! snapshot of it instead of the live file (see [`sqlite`](super::sqlite)).
+//! snapshot of it instead of the live file (see [`sqlite`](mod@super::sqlite)).
 
 use super::manifest::{Entry, Kind, Manifest, RelPath, Time};
 use super::sqlite::{self, Snapshots};

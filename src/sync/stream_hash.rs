@@ -109,8 +109,9 @@ impl StreamHash {
         }
     }
 
-    /// The hash of everything added, or `None` if it was lost (see
-    /// [`State::Lost`]). Nothing may be added after.
+    /// The hash of everything added, or `None` if it was lost (the
+    /// hashing thread stopped, which takes a panic). Nothing may be added
+    /// after.
     pub fn finalize(&mut self) -> Option<[u8; 32]> {
         let state = std::mem::replace(&mut self.state, State::Lost);
         let hash = match state {
