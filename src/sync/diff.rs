@@ -22,7 +22,7 @@ use super::manifest::{Entry, Kind, Manifest, RelPath};
 use super::tree::{Child, NodeKind, Tree};
 use anyhow::{bail, ensure, Result};
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// What a change needs on the receiving side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,8 +163,9 @@ pub fn diff_selected<'a>(
     remote: &'a Manifest,
     base: Option<&'a Manifest>,
 ) -> Diff<'a> {
+    let coverage = td.coverage();
     diff_entries(
-        local.iter().filter(|(p, _)| td.covers(p)),
+        local.iter().filter(|(p, _)| coverage.covers(p)),
         local,
         remote,
         base,
@@ -299,6 +300,34 @@ pub struct TreeDiff {
     pub paths: BTreeSet<RelPath>,
 }
 
+/// What a [`TreeDiff`] covers, for [`Coverage::covers`].
+pub struct Coverage<'a> {
+    paths: HashSet<&'a [u8]>,
+    dirs: HashSet<&'a [u8]>,
+    subtrees: HashSet<&'a [u8]>,
+    /// The root is a one-sided subtree: everything is covered.
+    everything: bool,
+}
+
+impl Coverage<'_> {
+    /// See [`TreeDiff::covers`].
+    pub fn covers(&self, path: &RelPath) -> bool {
+        let bytes = path.as_bytes();
+        if self.everything || self.paths.contains(bytes) {
+            return true;
+        }
+        // The root's children have the root (no bytes) as parent.
+        let parent = bytes
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(&b""[..], |cut| &bytes[..cut]);
+        if !path.is_root() && self.dirs.contains(parent) {
+            return true;
+        }
+        !self.subtrees.is_empty() && path.ancestors_and_self().any(|a| self.subtrees.contains(a))
+    }
+}
+
 impl TreeDiff {
     pub fn is_empty(&self) -> bool {
         self.dirs.is_empty() && self.subtrees.is_empty() && self.paths.is_empty()
@@ -311,13 +340,24 @@ impl TreeDiff {
     /// Whether [`TreeDiff::select`] would take `path` (to load no more of
     /// a saved manifest than that).
     pub fn covers(&self, path: &RelPath) -> bool {
-        self.paths.contains(path)
-            || path.parent().is_some_and(|dir| self.dirs.contains(&dir))
-            || (!self.subtrees.is_empty()
-                && (self.subtrees.contains(&RelPath::root())
-                    || path
-                        .ancestors_and_self()
-                        .any(|a| RelPath::new(a).is_ok_and(|a| self.subtrees.contains(&a)))))
+        self.coverage().covers(path)
+    }
+
+    /// [`covers`](Self::covers), for asking about many paths (every entry
+    /// of a manifest): the sets are hashed once, and a question builds no
+    /// path (the parent's, each ancestor's), which was most of its cost.
+    pub fn coverage(&self) -> Coverage<'_> {
+        fn bytes(set: &BTreeSet<RelPath>) -> HashSet<&[u8]> {
+            set.iter().map(RelPath::as_bytes).collect()
+        }
+        let (paths, dirs, subtrees) =
+            (bytes(&self.paths), bytes(&self.dirs), bytes(&self.subtrees));
+        Coverage {
+            everything: subtrees.contains(&b""[..]),
+            paths,
+            dirs,
+            subtrees,
+        }
     }
 
     pub fn select(&self, m: &Manifest) -> Manifest {

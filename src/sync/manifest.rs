@@ -22,10 +22,11 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::iter::Peekable;
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -179,6 +180,12 @@ impl RelPath {
     /// The smallest key greater than every descendant of `self` (and than
     /// `self`): its descendants are exactly the keys in `(self, end)`.
     /// Names hold no NUL, and `/` sorts as NUL, so `self + "\x01"` is it.
+    /// Whether this path is inside the directory `dir` (at any depth).
+    fn is_below(&self, dir: &RelPath) -> bool {
+        let (me, dir) = (&self.0, &dir.0);
+        me.len() > dir.len() && me.starts_with(dir) && me[dir.len()] == b'/'
+    }
+
     fn subtree_end(&self) -> RelPath {
         let mut v = self.0.clone();
         v.push(1);
@@ -555,13 +562,16 @@ impl Manifest {
     /// subtrees of subdirectories.
     pub fn children<'a>(&'a self, dir: &RelPath) -> Children<'a> {
         let (lower, upper) = if dir.is_root() {
-            (Bound::Unbounded, None)
+            (Bound::Unbounded, Bound::Unbounded)
         } else {
-            (Bound::Excluded(dir.clone()), Some(dir.subtree_end()))
+            (
+                Bound::Excluded(dir.clone()),
+                Bound::Excluded(dir.subtree_end()),
+            )
         };
         Children {
             entries: &self.entries,
-            lower: Some(lower),
+            iter: Some(self.entries.range((lower, upper.clone())).peekable()),
             upper,
         }
     }
@@ -932,23 +942,28 @@ impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
 /// Iterator of [`Manifest::children`].
 pub struct Children<'a> {
     entries: &'a BTreeMap<RelPath, Entry>,
-    /// Where the next child starts; `None` once exhausted.
-    lower: Option<Bound<RelPath>>,
-    upper: Option<RelPath>,
+    /// The entries from the next child on; `None` once exhausted.
+    iter: Option<Peekable<btree_map::Range<'a, RelPath, Entry>>>,
+    upper: Bound<RelPath>,
 }
 
 impl<'a> Iterator for Children<'a> {
     type Item = (&'a RelPath, &'a Entry);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let upper = match &self.upper {
-            Some(u) => Bound::Excluded(u.clone()),
-            None => Bound::Unbounded,
+        let iter = self.iter.as_mut()?;
+        let Some((path, entry)) = iter.next() else {
+            self.iter = None;
+            return None;
         };
-        let lower = self.lower.take()?;
-        let (path, entry) = self.entries.range((lower, upper)).next()?;
-        // The next sibling comes after this child's whole subtree.
-        self.lower = Some(Bound::Included(path.subtree_end()));
+        // The next sibling comes after this child's subtree. It is skipped
+        // by a new search only when there is one: the files of a directory
+        // cost a step each, not a search each (listing 800 directories
+        // of 50 files was a tenth of a second of searches).
+        if iter.peek().is_some_and(|(next, _)| next.is_below(path)) {
+            let after = Bound::Included(path.subtree_end());
+            self.iter = Some(self.entries.range((after, self.upper.clone())).peekable());
+        }
         Some((path, entry))
     }
 }
@@ -956,7 +971,7 @@ impl<'a> Iterator for Children<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::testing::{entry, file, p};
+    use crate::sync::testing::{dir, entry, file, p};
 
     /// A loaded manifest keeps one copy of each owner name, not one per
     /// entry, and loses nothing by it.
@@ -1055,6 +1070,57 @@ mod tests {
         let mut m2 = m.clone();
         assert_eq!(m2.remove(&p("a")), 4);
         assert_eq!(m2.len(), 2);
+    }
+
+    /// Children are exactly the entries whose parent is the directory, in
+    /// order, however names sort around `/` (`a-b`, `a.b`, `a0` sort
+    /// before `a/`... in bytes, not here) and however deep the subtrees
+    /// between them are.
+    #[test]
+    fn children_are_the_direct_entries_in_order() {
+        let mut m = Manifest::new();
+        let mut names = vec!["a", "a-b", "a.b", "a0", "ab", "b", "z"];
+        for d in ["a", "a/sub", "a/sub/deep", "ab", "b", "b/c"] {
+            m.insert(p(d), dir()).unwrap();
+        }
+        for (i, f) in [
+            "a/1",
+            "a/2",
+            "a/sub/3",
+            "a/sub/deep/4",
+            "a/sub/deep/5",
+            "a/sub2",
+            "a/z",
+            "ab/x",
+            "b/c/y",
+            "b/c2",
+            "a-b",
+            "a.b",
+            "a0",
+            "z",
+        ]
+        .iter()
+        .enumerate()
+        {
+            m.insert(p(f), file(i as u8)).unwrap();
+        }
+        names.sort_by_key(|x| p(x));
+        let dirs = ["", "a", "a/sub", "a/sub/deep", "ab", "b", "b/c", "z"];
+        for d in dirs {
+            let dir = if d.is_empty() { RelPath::root() } else { p(d) };
+            let got: Vec<&RelPath> = m.children(&dir).map(|(p, _)| p).collect();
+            let want: Vec<&RelPath> = m
+                .iter()
+                .map(|(p, _)| p)
+                .filter(|p| p.parent().as_ref() == Some(&dir))
+                .collect();
+            assert_eq!(got, want, "children of {d:?}");
+        }
+        let top: Vec<String> = m
+            .children(&RelPath::root())
+            .map(|(p, _)| p.to_string())
+            .collect();
+        assert_eq!(top, names);
     }
 
     #[test]

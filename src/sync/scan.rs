@@ -1,6 +1,6 @@
 //! The scan: walk one sync root and describe it as a [`Manifest`].
 //!
-//! The walk (walkdir) never follows symlinks, does not cross mount points
+//! The walk never follows symlinks, does not cross mount points
 //! (reported as skipped), and visits names in byte order, so two scans of
 //! the same tree give the same manifest. Each entry is stat'ed once, without
 //! following symlinks and relative to its directory's descriptor (no path
@@ -34,6 +34,7 @@ use super::sqlite::{self, Snapshots};
 use crate::config::{format_size, SyncPath};
 use anyhow::{bail, Context, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
@@ -42,12 +43,11 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::iter::Peekable;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use walkdir::WalkDir;
 
 /// A hash taken while the file changed less than this long before the scan
 /// is not trusted by the next scan.
@@ -314,17 +314,20 @@ pub fn scan_owned(
     };
     // Each entry is stat'ed, opened and read relative to its directory's
     // descriptor (`fstatat`, `openat`), not by full path: no path walk per
-    // file, and no following a directory swapped for a symlink midway.
-    // `open[d]` is the directory at depth d on the way to the current entry.
-    let mut open: Vec<(OwnedFd, RelPath)> = vec![(root_fd, RelPath::root())];
-    // Mount points are found here (an entry's device differs from the
-    // root's) rather than by walkdir's `same_file_system`, on purpose: with
-    // that option walkdir silently does not enter a mount point, so from
-    // outside it cannot be told whether a directory was entered, and
-    // `skip_current_dir` on one that was not would skip the rest of its
-    // parent instead (whose entries would then be deleted on the standby).
-    // Without it, walkdir enters exactly the entries whose listed type is
-    // directory, and a mount point costs one listing of its top directory.
+    // file, and no following a directory swapped for a symlink midway. A
+    // directory is listed through the descriptor it was opened with, once,
+    // and only if it is entered (`relist` leaves most unread).
+    let root_dir = Dir::from_fd(root_fd)
+        .and_then(|mut d| Ok((names_in(&mut d)?, d)))
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot list the sync root {}", root.display()))?;
+    let mut stack = vec![Level {
+        names: root_dir.0.into_iter(),
+        dir: root_dir.1,
+        rel: RelPath::root(),
+    }];
+    // Mount points are found by the device of what is below (it differs
+    // from the root's), and reported as skipped.
     // With `relist`: the directories to enter, those listed and all their
     // ancestors.
     let enter: Option<BTreeSet<RelPath>> = opts.relist.as_ref().map(|dirs| {
@@ -340,127 +343,78 @@ pub fn scan_owned(
         }
         enter
     });
-    let mut walk = WalkDir::new(root)
-        .follow_links(false)
-        .same_file_system(false)
-        .sort_by_file_name()
-        .min_depth(1)
-        .into_iter();
-    while let Some(item) = walk.next() {
-        let dent = match item {
-            Ok(d) => d,
-            Err(e) => {
-                if e.depth() == 0 {
-                    return Err(anyhow::Error::new(e))
-                        .with_context(|| format!("cannot list the sync root {}", root.display()));
-                }
-                let rel = e
-                    .path()
-                    .and_then(|p| p.strip_prefix(root).ok())
-                    .and_then(|p| RelPath::from_path(p).ok());
-                match (rel, e.io_error().map(|io| io.kind())) {
-                    (_, Some(ErrorKind::NotFound)) => s.report.vanished += 1,
-                    (Some(rel), _) if !rel.is_root() => {
-                        s.skip(rel, SkipReason::Unreadable(e.to_string()))
-                    }
-                    _ => {
-                        return Err(anyhow::Error::new(e))
-                            .with_context(|| format!("cannot walk {}", root.display()))
-                    }
-                }
-                continue;
-            }
-        };
-        // walkdir enters exactly what its listing calls a directory (not a
-        // symlink): when we leave such a path out, its contents go too.
-        let walk_dir = dent.file_type().is_dir();
-        let leave_out = |walk: &mut walkdir::IntoIter| {
-            if walk_dir {
-                walk.skip_current_dir();
-            }
-        };
-        let depth = dent.depth();
-        open.truncate(depth);
-        let Some((dir_fd, dir_rel)) = open.get(depth - 1) else {
-            // Below a directory we did not keep: never reached, since
-            // leaving a directory out skips its contents.
-            leave_out(&mut walk);
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.names.next() else {
+            stack.pop();
             continue;
         };
-        let dir = dir_fd.as_fd();
-        let name = dent.file_name().as_bytes();
-        let rel = match dir_rel.join(name) {
+        let dir = level.dir.as_fd();
+        let name = name.as_slice();
+        let rel = match level.rel.join(name) {
             Ok(r) => r,
             Err(e) => {
                 // Cannot be named on the wire (an over-long path): nor can
                 // the other side have it.
                 s.report.skipped.push(Skipped {
-                    path: dir_rel.clone(),
+                    path: level.rel.clone(),
                     reason: SkipReason::Unreadable(e.to_string()),
                 });
-                leave_out(&mut walk);
                 continue;
             }
         };
         if !excludes.is_empty() && excludes.is_match(rel.as_path()) {
             s.report.excluded += 1;
-            leave_out(&mut walk);
             continue;
         }
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => {
                 s.report.vanished += 1;
-                leave_out(&mut walk);
                 continue;
             }
             Err(e) => {
                 s.skip(rel, SkipReason::Unreadable(e.desc().to_string()));
-                leave_out(&mut walk);
                 continue;
             }
         };
-        let ft = st.st_mode & libc::S_IFMT;
-        if (ft == libc::S_IFDIR) != walk_dir {
-            // Replaced between the listing and the stat: describe it next
-            // run rather than half now.
-            s.unstable(rel);
-            leave_out(&mut walk);
-            continue;
-        }
-        match ft {
+        match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
                 if st.st_dev != s.root_dev {
                     s.skip(rel, SkipReason::MountPoint);
-                    leave_out(&mut walk);
                     continue;
                 }
                 let flags =
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                match openat(dir, name, flags, Mode::empty()) {
-                    Ok(fd) => {
-                        s.report.dirs += 1;
-                        let e = s.entry(Kind::Dir, &st);
-                        s.put(rel.clone(), e);
-                        if enter.as_ref().is_some_and(|enter| !enter.contains(&rel)) {
-                            s.keep_subtree(&rel);
-                            walk.skip_current_dir();
-                        } else {
-                            open.push((fd, rel));
-                        }
-                    }
+                let opened = match openat(dir, name, flags, Mode::empty()) {
+                    Ok(fd) => fd,
                     Err(Errno::ENOENT) => {
                         s.report.vanished += 1;
-                        leave_out(&mut walk);
+                        continue;
                     }
+                    // Replaced by something else since the stat.
                     Err(Errno::ENOTDIR | Errno::ELOOP) => {
                         s.unstable(rel);
-                        leave_out(&mut walk);
+                        continue;
                     }
                     Err(e) => {
                         s.skip(rel, SkipReason::Unreadable(e.desc().to_string()));
-                        leave_out(&mut walk);
+                        continue;
                     }
+                };
+                s.report.dirs += 1;
+                let e = s.entry(Kind::Dir, &st);
+                s.put(rel.clone(), e);
+                if enter.as_ref().is_some_and(|enter| !enter.contains(&rel)) {
+                    s.keep_subtree(&rel);
+                    continue;
+                }
+                match Dir::from_fd(opened).and_then(|mut d| Ok((names_in(&mut d)?, d))) {
+                    Ok((names, dir)) => stack.push(Level {
+                        names: names.into_iter(),
+                        dir,
+                        rel,
+                    }),
+                    Err(e) => s.skip(rel, SkipReason::Unreadable(e.desc().to_string())),
                 }
             }
             libc::S_IFLNK => match readlinkat(dir, name) {
@@ -492,6 +446,29 @@ pub fn scan_owned(
     let manifest = Manifest::from_parts(s.entries, s.unsettled);
     s.report.elapsed = started.elapsed();
     Ok((manifest, s.report))
+}
+
+/// A directory being walked: the names in it still to visit, in byte
+/// order, and its descriptor (everything in it is reached through that).
+struct Level {
+    names: std::vec::IntoIter<Vec<u8>>,
+    dir: Dir,
+    rel: RelPath,
+}
+
+/// The names in `dir` (not `.` and `..`), sorted by their bytes, so that
+/// two scans of the same tree give the same order (path order).
+fn names_in(dir: &mut Dir) -> nix::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// Entries between two [`give_back_freed_memory`] calls in a scan.

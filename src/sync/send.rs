@@ -576,7 +576,8 @@ impl<C: Channel> PathRun<'_, C> {
             return Ok(());
         }
         // Only the base's entries for the differing paths are loaded.
-        let base_sel = match Manifest::load_where(&base_file, Some(&|p| td.covers(p))) {
+        let coverage = td.coverage();
+        let base_sel = match Manifest::load_where(&base_file, Some(&|p| coverage.covers(p))) {
             l if l.status == LoadStatus::Loaded => Some(l.manifest),
             _ => None,
         };
