@@ -1022,8 +1022,10 @@ fn a_delta_is_refused_when_the_standby_copy_changes_under_it() {
     );
 }
 
-/// A file over `THREAD_FROM` is hashed on a thread of its own as it is
-/// written: the right hash puts it in place byte for byte, one byte off
+/// A file over `THREAD_FROM` rebuilt from an old copy is hashed on a
+/// thread of its own as it is written (`hash_on_a_thread`, as the session
+/// asks for a delta): the right hash puts it in place byte for byte, one
+/// byte off
 /// anywhere (here the last, in the block handed over at the end) is
 /// refused and leaves the old file.
 #[test]
@@ -1040,6 +1042,7 @@ fn a_big_file_is_hashed_as_written_and_refused_on_a_mismatch() {
     let mut changed = body.clone();
     *changed.last_mut().unwrap() ^= 1;
     let mut f = rx.begin_file(b"monitor/big.wav", meta(len as u64)).unwrap();
+    f.hash_on_a_thread();
     for c in changed.chunks(32 * 1024 + 3) {
         f.write(c).unwrap();
     }
@@ -1052,6 +1055,7 @@ fn a_big_file_is_hashed_as_written_and_refused_on_a_mismatch() {
     assert!(temps(rx.root()).is_empty());
 
     let mut f = rx.begin_file(b"monitor/big.wav", meta(len as u64)).unwrap();
+    f.hash_on_a_thread();
     for c in body.chunks(32 * 1024 + 3) {
         f.write(c).unwrap();
     }

@@ -460,7 +460,7 @@ impl Receiver {
             parent,
             parent_mtime,
             tmp_name,
-            hasher: StreamHash::new(meta.size),
+            hasher: StreamHash::inline(),
             written: 0,
             meta,
             uid,
@@ -825,6 +825,15 @@ impl IncomingFile {
     /// copy (see [`Receiver::keep_conflict_copy`]) instead of discarding it.
     pub fn keep_old(&mut self, node: &str, timestamp: SystemTime) {
         self.keep_old = Some((node.to_string(), timestamp));
+    }
+
+    /// Hash what is written on a thread of its own if the file is big (see
+    /// [`StreamHash::for_rebuild`]): for a file rebuilt mostly from the old
+    /// copy's chunks. Only before anything is written.
+    pub fn hash_on_a_thread(&mut self) {
+        if self.written == 0 {
+            self.hasher = StreamHash::for_rebuild(self.meta.size);
+        }
     }
 
     /// Append `bytes`. On any error the temp file is removed at once (a full

@@ -692,7 +692,11 @@ pub fn answer(
                 sig = Signature::empty();
                 old = None;
             }
-            let file = s.begin(&rel, meta, keep_old)?;
+            let mut file = s.begin(&rel, meta, keep_old)?;
+            if !sig.chunks.is_empty() {
+                // Rebuilt here from the old copy, mostly: see stream_hash.
+                file.hash_on_a_thread();
+            }
             s.incoming = Some(Incoming {
                 rel,
                 file,

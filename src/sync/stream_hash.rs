@@ -1,14 +1,20 @@
 //! The BLAKE3 of what is written to an incoming file, taken as it is
-//! written: on the writing thread for small files, on a thread of its own
-//! for big ones.
+//! written: on the writing thread, or on a thread of its own for a big file
+//! rebuilt from the standby's old copy.
 //!
 //! The standby checks every file it receives against the sender's hash
 //! before putting it in place, so each byte it writes is hashed once. For
 //! a delta of a big file that pass is most of the work: rebuilding a
 //! 256 MiB recording from its old chunks is a copy within the page cache,
-//! and hashing it took as long again (bench/sync.sh, poke). With the
-//! hashing on a second thread, the copy and the hash overlap: the writer
-//! hands over blocks of [`BLOCK`] bytes and goes on.
+//! and hashing it took as long again (bench/sync.sh, poke: 0.37 s ->
+//! 0.26-0.34 s). With the hashing on a second thread, the copy and the
+//! hash overlap: the writer hands over blocks of [`BLOCK`] bytes and goes
+//! on.
+//!
+//! Only then: a file that crosses the link whole keeps another core busy
+//! already (sshd decrypting it), and there the extra copy into blocks cost
+//! more than the overlap gave (the first copy of 20 big files, both ends on
+//! one 2-core machine: 10.0-10.8 s inline, 11.3-13.0 s threaded).
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -47,8 +53,16 @@ enum State {
 }
 
 impl StreamHash {
-    /// A hash for a file expected to be `size` bytes long.
-    pub fn new(size: u64) -> StreamHash {
+    /// A hash taken on the writing thread.
+    pub fn inline() -> StreamHash {
+        StreamHash {
+            state: State::Inline(Box::default()),
+        }
+    }
+
+    /// A hash for a file of `size` bytes rebuilt locally (mostly from an
+    /// old copy): on a thread of its own from [`THREAD_FROM`] on.
+    pub fn for_rebuild(size: u64) -> StreamHash {
         let inline = || State::Inline(Box::default());
         if size < THREAD_FROM {
             return StreamHash { state: inline() };
@@ -157,7 +171,7 @@ mod tests {
         let data = bytes(3 * BLOCK + 12_345);
         for expected_size in [0, THREAD_FROM] {
             for piece in [1, 7_000, 32 * 1024, BLOCK, BLOCK + 1, data.len()] {
-                let mut h = StreamHash::new(expected_size);
+                let mut h = StreamHash::for_rebuild(expected_size);
                 assert_eq!(
                     matches!(h.state, State::Threaded { .. }),
                     expected_size >= THREAD_FROM
@@ -187,8 +201,11 @@ mod tests {
     #[test]
     fn nothing_written_is_the_hash_of_nothing() {
         for size in [0, THREAD_FROM] {
-            let mut h = StreamHash::new(size);
+            let mut h = StreamHash::for_rebuild(size);
             assert_eq!(h.finalize(), Some(*blake3::hash(b"").as_bytes()));
         }
+        let mut h = StreamHash::inline();
+        h.update(b"abc");
+        assert_eq!(h.finalize(), Some(*blake3::hash(b"abc").as_bytes()));
     }
 }
