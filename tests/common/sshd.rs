@@ -382,6 +382,31 @@ fn authorized_keys_line(public_key: &str, forced_command: Option<&str>) -> Strin
     }
 }
 
+/// Stops every SSH master with its socket in `control_dir`: those syncs
+/// keep (`PeerLink::connect_kept`) and any left by a sip-ha killed in a
+/// test, so that a test leaves no ssh process behind (they would otherwise
+/// idle out after a few minutes).
+pub fn stop_kept_masters(control_dir: &Path) {
+    let Ok(dir) = std::fs::read_dir(control_dir) else {
+        return;
+    };
+    for conn in dir.flatten() {
+        if !conn.file_name().to_string_lossy().starts_with(".ssh-connection") {
+            continue;
+        }
+        let socket = conn.path().join("master");
+        if socket.exists() {
+            let _ = Command::new("ssh")
+                .arg("-S")
+                .arg(&socket)
+                .args(["-O", "exit", "unused"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// `ssh-keygen -t ed25519` without a passphrase.
 pub fn keygen(path: &Path, comment: &str) {
     let status = Command::new("ssh-keygen")

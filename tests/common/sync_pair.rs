@@ -24,6 +24,12 @@ pub struct Pair {
     pub state: PathBuf,
 }
 
+impl Drop for Pair {
+    fn drop(&mut self) {
+        super::sshd::stop_kept_masters(&self.state.join("ssh"));
+    }
+}
+
 impl Pair {
     pub fn new(max_delete_percent: u32) -> Pair {
         let sshd = TestSshd::start();
