@@ -391,7 +391,11 @@ pub fn stop_kept_masters(control_dir: &Path) {
         return;
     };
     for conn in dir.flatten() {
-        if !conn.file_name().to_string_lossy().starts_with(".ssh-connection") {
+        if !conn
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".ssh-connection")
+        {
             continue;
         }
         let socket = conn.path().join("master");
