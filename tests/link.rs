@@ -725,6 +725,28 @@ async fn a_sync_master_is_kept_and_reused_but_never_by_a_probe() {
         "the master made with the old settings was stopped"
     );
 
+    // A record that is not ours to trust: garbage, or a socket outside the
+    // control directory. Ignored and removed; a new session, which works.
+    let fourth = kept_socket(control.path());
+    for bad in [
+        "not json at all".to_string(),
+        r#"{"settings":"x","ctl":"/tmp/elsewhere/master","log":null}"#.to_string(),
+    ] {
+        std::fs::write(control.path().join("kept-127.0.0.1"), bad).unwrap();
+        let before = logins(&sshd);
+        let mut link = kept(&other, control.path()).await;
+        assert_eq!(link.status().await.unwrap(), reply());
+        link.close().await;
+        assert_eq!(logins(&sshd), before + 1);
+        assert_ne!(
+            kept_socket(control.path()),
+            fourth,
+            "a new master is recorded"
+        );
+    }
+    // The masters those records hid are stopped like any other.
+    common::sshd::stop_kept_masters(control.path());
+
     // Leave nothing running.
     let last = kept_socket(control.path());
     if let Some(pid) = master_pid(&last) {

@@ -51,7 +51,7 @@
 
 use super::chunk::{self, Signature};
 use super::diff::TreeDiff;
-use super::manifest::{Entry, LoadStatus, Manifest, RelPath};
+use super::manifest::{Entry, LoadStatus, Manifest, RelPath, Time};
 use super::receive::{commit_batch, FileMeta, IncomingFile, Placed, Receiver};
 use super::trash::Trash;
 use super::tree::{tree, Tree};
@@ -157,18 +157,21 @@ struct Incoming {
     old_stat: Option<OldStat>,
 }
 
-/// What says a file was written to: size, mtime, ctime.
-type OldStat = (i64, i64, i64, i64, i64);
+/// What tells that a file was written to: any write changes its ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OldStat {
+    size: i64,
+    mtime: Time,
+    ctime: Time,
+}
 
 fn old_stat(file: &File) -> Option<OldStat> {
     let st = nix::sys::stat::fstat(file).ok()?;
-    Some((
-        st.st_size,
-        st.st_mtime,
-        st.st_mtime_nsec,
-        st.st_ctime,
-        st.st_ctime_nsec,
-    ))
+    Some(OldStat {
+        size: st.st_size,
+        mtime: Time::new(st.st_mtime, st.st_mtime_nsec),
+        ctime: Time::new(st.st_ctime, st.st_ctime_nsec),
+    })
 }
 
 /// The receiver's state for one path, from `SyncRoot` to the end of the
