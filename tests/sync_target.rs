@@ -43,6 +43,12 @@ struct Setup {
     state: PathBuf,
 }
 
+impl Drop for Setup {
+    fn drop(&mut self) {
+        common::sshd::stop_kept_masters(&self.state.join("ssh"));
+    }
+}
+
 /// How a test's config differs.
 struct Options<'a> {
     /// Lines added to the `[[sync.path]]`.
