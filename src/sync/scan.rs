@@ -777,15 +777,16 @@ fn read_hash(file: &mut File, size: u64, buf: &mut [u8]) -> std::io::Result<([u8
     Ok((*hasher.finalize().as_bytes(), read))
 }
 
-/// uid/gid to name, asked once per id per scan.
+/// uid/gid to name, asked once per id per scan (or per sync session, on
+/// the standby: see `Session::learn`).
 #[derive(Default)]
-struct Owners {
+pub(super) struct Owners {
     users: HashMap<u32, Option<Arc<str>>>,
     groups: HashMap<u32, Option<Arc<str>>>,
 }
 
 impl Owners {
-    fn user(&mut self, uid: u32) -> Option<Arc<str>> {
+    pub(super) fn user(&mut self, uid: u32) -> Option<Arc<str>> {
         self.users
             .entry(uid)
             .or_insert_with(|| {
@@ -797,7 +798,7 @@ impl Owners {
             .clone()
     }
 
-    fn group(&mut self, gid: u32) -> Option<Arc<str>> {
+    pub(super) fn group(&mut self, gid: u32) -> Option<Arc<str>> {
         self.groups
             .entry(gid)
             .or_insert_with(|| {

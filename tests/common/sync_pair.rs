@@ -187,7 +187,7 @@ pub fn assert_standby_manifest_exact(pair: &Pair) {
     let differ: Vec<String> = now
         .iter()
         .filter(|(p, e)| saved.get(*p).is_none_or(|s| !s.same(e)))
-        .map(|(p, _)| p.to_string())
+        .map(|(p, e)| format!("{p}: saved {:?}, on disk {e:?}", saved.get(p)))
         .chain(
             saved
                 .keys()
