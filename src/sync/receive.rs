@@ -1095,13 +1095,15 @@ impl Staged {
     }
 }
 
-/// Put a batch of staged files in place, durably, with two `syncfs(2)`
-/// per file system instead of two `fsync(2)` per file: the first makes
-/// every temp file's data durable, then each is renamed over its
-/// target, then the second makes the renames durable. A crash at any
-/// point leaves each target old or new, never partial (the leftover
-/// temp files are swept by the next session). One result per file, in
-/// order.
+/// Put a batch of staged files in place with one `syncfs(2)` per file
+/// system instead of an `fsync(2)` per file: it makes every temp file's
+/// data durable, then each is renamed over its target. A crash at any
+/// point leaves each target old or new, never partial (the leftover temp
+/// files are swept by the next session). The renames themselves are made
+/// durable by the next batch's `syncfs` and, for the last one, by
+/// [`sync_renames`] at the session's end, before it reports done: until
+/// then, power lost can at worst put a target back to its old version,
+/// which the next sync sends again. One result per file, in order.
 pub fn commit_batch(staged: Vec<Staged>) -> Vec<Result<Placed>> {
     let mut files: Vec<IncomingFile> = staged.into_iter().map(|s| s.0).collect();
     let mut results: Vec<Result<Placed>> = files
@@ -1153,20 +1155,21 @@ pub fn commit_batch(staged: Vec<Staged>) -> Vec<Result<Placed>> {
             }
         }
     }
-    // 3: the renames made durable.
-    for (dev, first) in devs(&files) {
-        if let Err(e) = nix::unistd::syncfs(&files[first].parent.fd) {
-            for (i, f) in files.iter().enumerate() {
-                if results[i].is_ok() && fstat(&f.parent.fd).map(|st| st.st_dev) == Ok(dev) {
-                    results[i] = Err(anyhow!(
-                        "{} is in place but could not be flushed to disk: {e}",
-                        f.parent.path.display()
-                    ));
-                }
-            }
-        }
-    }
     results
+}
+
+/// Make the renames of [`commit_batch`] under `root` durable: one
+/// `syncfs(2)` of its file system.
+pub fn sync_renames(root: &Path) -> Result<()> {
+    let dir = File::open(root).with_context(|| format!("cannot open {}", root.display()))?;
+    nix::unistd::syncfs(&dir)
+        .map_err(io::Error::from)
+        .with_context(|| {
+            format!(
+                "the files sent are in place under {} but could not be flushed to disk",
+                root.display()
+            )
+        })
 }
 
 /// Create a uniquely named temp entry beside `parent.name` with `make`,

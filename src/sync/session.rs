@@ -26,10 +26,11 @@
 //!  Files [batch k] ───────────────────►  write + check under temp names;
 //!                    ◄───────────────── outcome of batch k-1, which a
 //!                                        thread put in place meanwhile
-//!                                        (syncfs, renames, syncfs)
+//!                                        (syncfs, renames)
 //!  FilesFlush ────────────────────────►  outcome of the last batch
 //!  FileBegin → Signature, Pieces..., FileCommit
-//!  SyncDone ──────────────────────────►  rescan the directories written
+//!  SyncDone ──────────────────────────►  syncfs (the renames durable),
+//!                                        rescan the directories written
 //!                                        in (the files written here are
 //!                                        in the manifest as placed:
 //!                                        trusted, not read back), save
@@ -52,7 +53,7 @@
 use super::chunk::{self, Signature};
 use super::diff::TreeDiff;
 use super::manifest::{Entry, LoadStatus, Manifest, RelPath, Time};
-use super::receive::{commit_batch, FileMeta, IncomingFile, Placed, Receiver};
+use super::receive::{commit_batch, sync_renames, FileMeta, IncomingFile, Placed, Receiver};
 use super::trash::Trash;
 use super::tree::{tree, Tree};
 use crate::config::SyncPath;
@@ -520,6 +521,10 @@ impl Session {
         self.incoming = None;
         self.selected = None;
         self.flush_files();
+        if self.writing.made {
+            // Before anything says this session's files are in place.
+            sync_renames(self.rx.root())?;
+        }
         // Taken, not cloned: one copy of the manifest less during the rescan.
         let previous = std::mem::take(&mut self.manifest);
         let written_in = std::mem::take(&mut self.written_in);
