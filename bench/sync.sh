@@ -3,6 +3,17 @@
 # and the same cipher, in one run, as root:
 #   sudo bench/sync.sh
 #   SMALL=10000 BIG=2 sudo -E bench/sync.sh      # a quicker, smaller run
+#   FRESH_FS=1 sudo -E bench/sync.sh              # on a new ext4 of its own
+#
+# FRESH_FS=1 runs everything on a new, journalled ext4 made in a sparse
+# 40 GiB image under /var/tmp and loop-mounted, removed at the end: a
+# second view when the machine's own file system skews the first copies
+# (on a journal-less ext4, inodes freed in the last few minutes, such as
+# the previous run's trees, are skipped one by one by every file created,
+# so whichever tool copies first pays for the previous run's deletions).
+# It has its own skew: a flush goes through the loop device to the image
+# file and then to the disk, and sip-ha flushes what it writes while
+# rsync does not.
 #
 # The tree is PBX-like (bench/gen-pbx-tree.py): SMALL files of 1-64 KiB
 # (voicemail, recordings; default 100,000), 300 configs, BIG recordings of
@@ -42,13 +53,30 @@ cargo build --release --quiet
 SIPHA=$PWD/target/release/sip-ha
 GEN="python3 $PWD/bench/gen-pbx-tree.py"
 
+IMAGE=/var/tmp/sip-ha-bench-sync.img
 cleanup() {
+  # The SSH session sip-ha kept for its next sync (see README, State and
+  # logs), then sshd.
+  for sock in "$B"/state/ssh/.ssh-connection*/master; do
+    [ -S "$sock" ] && ssh -S "$sock" -O exit bench >/dev/null 2>&1 || true
+  done
   [ -f "$B/sshd.pid" ] && kill "$(cat "$B/sshd.pid")" 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
+  if [ -n "${FRESH_FS:-}" ] && mountpoint -q "$B"; then
+    umount "$B" && rm -f "$IMAGE"
+  fi
 }
 trap cleanup EXIT
 cleanup
 rm -rf "$B"
+if [ -n "${FRESH_FS:-}" ]; then
+  command -v mkfs.ext4 >/dev/null || { echo "bench/sync.sh: FRESH_FS needs mkfs.ext4 (e2fsprogs)" >&2; exit 2; }
+  rm -f "$IMAGE"
+  truncate -s 40G "$IMAGE"
+  mkfs.ext4 -q -F "$IMAGE"
+  mkdir -p "$B"
+  mount -o loop "$IMAGE" "$B"
+fi
 mkdir -p "$B"/{src,dst-sipha,dst-rsync,state,raw}
 SRC=$B/src/pbx
 DST_SIPHA=$B/dst-sipha/$(echo "$SRC" | sed 's|^/||')
