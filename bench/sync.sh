@@ -150,7 +150,9 @@ now() { date +%s.%N; }
 # Each timed run starts with nothing dirty in the page cache: rsync never
 # flushes, and the disk writing back its last gigabytes would otherwise
 # slow whichever run comes next (sip-ha's fsyncs most of all).
-settle() { sync; }
+# Twice: with FRESH_FS, the first pass can leave the loop device's writes
+# dirty in the image file's own pages.
+settle() { sync; sync; }
 
 run_sipha() { # prints: seconds lo-bytes "summary"
   local t0 b0 t1 b1 out

@@ -286,8 +286,8 @@ async fn bad_paths_in_requests_are_refused() {
 
     // The same in a batch of small files. A '..' path does not even
     // decode: the whole batch is refused. A path through the symlink is
-    // refused alone, and the good file beside it lands (each batch's
-    // outcome comes with the next request: here the flush).
+    // refused alone, and the good file beside it lands (a batch's outcome
+    // comes with a later request: here the flush).
     let good = b"fine.txt".to_vec();
     let batch = |rels: Vec<RelPath>| {
         Request::Files(
@@ -319,7 +319,11 @@ async fn bad_paths_in_requests_are_refused() {
         ]))
         .await
         .unwrap();
-    assert_eq!(r, Response::Files(vec![]), "the answer is the batch before");
+    assert_eq!(
+        r,
+        Response::Files(vec![]),
+        "the answer is about earlier batches only: none"
+    );
     match link.request(&Request::FilesFlush).await.unwrap() {
         Response::Files(results) => assert!(
             matches!(results.as_slice(), [None, Some(_)]),

@@ -6,9 +6,13 @@
 //! Tests that need root (chown to another user, mounting a tmpfs) say so and
 //! pass without checking when not run as root; CI runs as root.
 
+use sip_ha::link::protocol::WholeFile;
+use sip_ha::link::{Request, Response};
 use sip_ha::sync::chunk::{self, Piece, Signature};
 use sip_ha::sync::receive::{is_temp_name, FileMeta, Receiver};
+use sip_ha::sync::session::answer;
 use sip_ha::sync::trash::{Trash, TRASH_DIR_NAME};
+use sip_ha::sync::RelPath;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -928,15 +932,10 @@ fn metadata_is_updated_in_place() {
 /// standby's request handler (`session::answer`), as `sip-ha serve` does.
 #[test]
 fn a_delta_is_refused_when_the_standby_copy_changes_under_it() {
-    use sip_ha::config::SyncPath;
-    use sip_ha::link::{Request, Response};
-    use sip_ha::sync::session::{answer, SyncSetup};
-    use sip_ha::sync::RelPath;
     use std::os::unix::fs::FileExt;
 
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("standby");
-    let configured = PathBuf::from("/pbx");
     let root = prefix.join("pbx");
     fs::create_dir_all(root.join("monitor")).unwrap();
     let mut old = vec![0u8; 900_000];
@@ -948,27 +947,9 @@ fn a_delta_is_refused_when_the_standby_copy_changes_under_it() {
     let mut new = old.clone();
     new[450_000] ^= 0xff;
 
-    let setup = || {
-        Ok(SyncSetup {
-            paths: vec![SyncPath {
-                path: configured.clone(),
-                exclude: Vec::new(),
-                delete: true,
-                max_file_size: None,
-                sqlite: Vec::new(),
-            }],
-            state_dir: dir.path().join("state"),
-            trash_days: 7,
-            node: "slave".into(),
-            prefix: Some(prefix.clone()),
-        })
-    };
+    let setup = || Ok(pbx_standby(dir.path(), &prefix));
     let mut session = None;
-    let root_req = Request::SyncRoot {
-        path: "/pbx".into(),
-        verify: false,
-    };
-    answer(&mut session, setup, root_req).unwrap();
+    answer(&mut session, setup, sync_pbx()).unwrap();
     let rel = RelPath::new(b"monitor/rec.wav").unwrap();
     let begin = Request::FileBegin {
         rel: rel.clone(),
@@ -1062,4 +1043,102 @@ fn a_big_file_is_hashed_as_written_and_refused_on_a_mismatch() {
     let placed = f.commit(&hash(&body)).unwrap();
     assert_eq!(placed.hash, hash(&body));
     assert!(fs::read(rx.root().join("monitor/big.wav")).unwrap() == body);
+}
+
+/// Batches of small files are put in place several at a time, and their
+/// outcomes come back late, with whatever later request: every file gets
+/// exactly one outcome, in the order sent, and a refused file among them
+/// is named while the others land (driven through `session::answer`, as
+/// `serve` does).
+#[test]
+fn batch_outcomes_come_back_late_but_each_once_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("standby");
+    let root = prefix.join("pbx");
+    fs::create_dir_all(root.join("vm")).unwrap();
+    let setup = || Ok(pbx_standby(dir.path(), &prefix));
+    let mut session = None;
+    answer(&mut session, setup, sync_pbx()).unwrap();
+
+    // 8 batches of 40 files; file 57 (in the second batch) carries a hash
+    // that does not match its data.
+    const BATCHES: usize = 8;
+    const PER: usize = 40;
+    const BAD: usize = 57;
+    let body = |n: usize| format!("message {n}\n").repeat(n % 7 + 1).into_bytes();
+    let mut outcomes: Vec<Option<String>> = Vec::new();
+    for b in 0..BATCHES {
+        let files = (b * PER..(b + 1) * PER)
+            .map(|n| WholeFile {
+                rel: RelPath::new(format!("vm/msg{n:04}.txt").as_bytes()).unwrap(),
+                meta: meta(body(n).len() as u64),
+                data: body(n),
+                hash: if n == BAD {
+                    hash(b"other")
+                } else {
+                    hash(&body(n))
+                },
+                keep_old: None,
+            })
+            .collect();
+        match answer(&mut session, setup, Request::Files(files)).unwrap() {
+            Response::Files(r) => outcomes.extend(r),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            outcomes.len() <= b * PER,
+            "batch {b}'s answer reports files not sent before it: {}",
+            outcomes.len()
+        );
+    }
+    match answer(&mut session, setup, Request::FilesFlush).unwrap() {
+        Response::Files(r) => outcomes.extend(r),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcomes.len(), BATCHES * PER, "one outcome per file");
+    for (n, outcome) in outcomes.iter().enumerate() {
+        let path = root.join(format!("vm/msg{n:04}.txt"));
+        if n == BAD {
+            let e = outcome.as_deref().expect("the bad file is refused");
+            assert!(e.contains("msg0057"), "{e}");
+            assert!(!path.exists(), "a file with a wrong hash landed");
+        } else {
+            assert_eq!(outcome, &None, "file {n}");
+            assert_eq!(fs::read(&path).unwrap(), body(n), "file {n}");
+        }
+    }
+    match answer(&mut session, setup, Request::FilesFlush).unwrap() {
+        Response::Files(r) => assert!(r.is_empty(), "reported twice: {r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        answer(&mut session, setup, Request::SyncDone).unwrap(),
+        Response::SyncDone { .. }
+    ));
+}
+
+/// The sync setup of a standby `serve` whose one configured path, /pbx,
+/// lives under `prefix`, with its state under `dir`/state.
+fn pbx_standby(dir: &Path, prefix: &Path) -> sip_ha::sync::session::SyncSetup {
+    sip_ha::sync::session::SyncSetup {
+        paths: vec![sip_ha::config::SyncPath {
+            path: PathBuf::from("/pbx"),
+            exclude: Vec::new(),
+            delete: true,
+            max_file_size: None,
+            sqlite: Vec::new(),
+        }],
+        state_dir: dir.join("state"),
+        trash_days: 7,
+        node: "slave".into(),
+        prefix: Some(prefix.to_path_buf()),
+    }
+}
+
+/// The request that opens a sync session of /pbx (see [`pbx_standby`]).
+fn sync_pbx() -> Request {
+    Request::SyncRoot {
+        path: "/pbx".into(),
+        verify: false,
+    }
 }

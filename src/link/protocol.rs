@@ -14,13 +14,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The version of the messages below. Bump it on any change to an existing
-/// message (3: a signature without the whole-file hash), and when a new
+/// message (3: a signature without the whole-file hash; 4: a
+/// [`Response::Files`] reports any number of earlier files), and when a new
 /// variant is one a sync cannot do without (2: [`Request::Files`]), so
 /// that an old peer is named in the handshake with its fix (`sip-ha -c`)
 /// instead of failing mid-sync. A variant the sender can do without may be
 /// added at the end without a bump (an older peer answers it with
 /// [`Response::Error`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first bytes `sip-ha serve` writes, before any frame. Frozen: every
 /// version of sip-ha starts this way, so that stray shell output and version
@@ -157,12 +158,15 @@ pub enum Request {
     /// Several small files, each whole, put in place together (one flush
     /// to disk for the batch instead of one per file). The receiver writes
     /// them under temp names, then puts them in place in the background
-    /// while the next batch comes, so its answer, [`Response::Files`], is
-    /// the outcome of the *previous* batch (empty for the first). After the
-    /// last batch the sender sends [`Request::FilesFlush`] for its outcome.
+    /// while the next batches come, so its answer, [`Response::Files`], is
+    /// the outcome of the files of *earlier* batches that are in place by
+    /// then, oldest first: none, one batch's or several's (the receiver
+    /// bounds how many it holds). After the last batch the sender sends
+    /// [`Request::FilesFlush`] for the outcome of all the rest.
     Files(Vec<WholeFile>),
-    /// Wait for the last [`Request::Files`] batch to be in place: its
-    /// outcome, [`Response::Files`] (empty if there is none pending).
+    /// Wait for every [`Request::Files`] batch to be in place: the outcome
+    /// of each file not yet reported, oldest first, [`Response::Files`]
+    /// (empty if there is none pending).
     FilesFlush,
 }
 
@@ -251,8 +255,8 @@ pub enum Response {
         warnings: Vec<String>,
     },
     /// The answer to [`Request::Files`] and [`Request::FilesFlush`]: for
-    /// each file of the batch before (see there), in order, `None` when it
-    /// is in place, else why not.
+    /// each file of earlier batches not reported before (see there), oldest
+    /// first, `None` when it is in place, else why not.
     Files(Vec<Option<String>>),
 }
 

@@ -262,6 +262,7 @@ pub async fn push_showing<C: Channel>(
             sum: &mut sum,
             failed: false,
             inflight: VecDeque::new(),
+            unreported: VecDeque::new(),
             progress,
             piece_error: None,
         };
@@ -298,14 +299,19 @@ struct PathRun<'a, C: Channel> {
     progress: &'a dyn Progress,
     /// Why the standby refused the pieces of the file being sent.
     piece_error: Option<String>,
+    /// Files sent in [`Request::Files`] batches whose outcome the standby
+    /// has not reported yet, oldest first: path and data size.
+    unreported: VecDeque<(String, u64)>,
 }
 
 /// What the answer to an outstanding request settles.
 enum Awaiting {
     /// One change, answered `Ok`: what to name in an error.
     One(String),
-    /// A [`Request::Files`] batch: each file's path and data size.
-    Batch(Vec<(String, u64)>),
+    /// A [`Request::Files`] batch (`flush`: [`Request::FilesFlush`]),
+    /// answered with the outcome of files in `PathRun::unreported`: some
+    /// (all, for a flush).
+    Batch { flush: bool },
     /// `Pieces` of the file being sent, with this many literal bytes. The
     /// first refusal is kept in `piece_error` (the standby drops the file,
     /// so the pieces after it are refused too).
@@ -773,10 +779,13 @@ impl<C: Channel> PathRun<'_, C> {
     /// a thousand small changes do not cost a thousand round trips, while
     /// the answers (small) can never fill the pipe back to us.
     async fn queue(&mut self, request: &Request, awaiting: Awaiting) -> Result<(), Stop> {
-        let batches =
-            |q: &VecDeque<Awaiting>| q.iter().filter(|a| matches!(a, Awaiting::Batch(_))).count();
+        let batches = |q: &VecDeque<Awaiting>| {
+            q.iter()
+                .filter(|a| matches!(a, Awaiting::Batch { .. }))
+                .count()
+        };
         while self.inflight.len() >= MAX_IN_FLIGHT
-            || (matches!(awaiting, Awaiting::Batch(_))
+            || (matches!(awaiting, Awaiting::Batch { .. })
                 && batches(&self.inflight) >= BATCHES_IN_FLIGHT)
         {
             self.settle().await?;
@@ -805,8 +814,14 @@ impl<C: Channel> PathRun<'_, C> {
             (Awaiting::One(what), Response::Error(e)) => {
                 self.item(&what, Err(Stop::Path(anyhow!("the standby refused: {e}"))))
             }
-            (Awaiting::Batch(files), Response::Files(results)) if results.len() == files.len() => {
-                for ((rel, len), result) in files.into_iter().zip(results) {
+            (Awaiting::Batch { flush }, Response::Files(results))
+                if results.len() <= self.unreported.len()
+                    && (!flush || results.len() == self.unreported.len()) =>
+            {
+                for result in results {
+                    let Some((rel, len)) = self.unreported.pop_front() else {
+                        break;
+                    };
                     match result {
                         None => {
                             self.sum.files_sent += 1;
@@ -820,13 +835,11 @@ impl<C: Channel> PathRun<'_, C> {
                 }
                 Ok(())
             }
-            (Awaiting::Batch(files), Response::Error(e)) => {
-                for (rel, _) in files {
-                    let e = anyhow!("the standby refused the batch: {e}");
-                    self.item(&rel, Err(Stop::Path(e)))?;
-                }
-                Ok(())
-            }
+            // Which files it concerns cannot be told: the path stops here
+            // (what is in place stays; the next run sends the rest).
+            (Awaiting::Batch { .. }, Response::Error(e)) => Err(Stop::Path(anyhow!(
+                "the standby refused a batch of files: {e}"
+            ))),
             // Out of step with the standby: nothing after this can be trusted.
             (_, other) => Err(Stop::Link(unexpected(&other))),
         }
@@ -856,7 +869,6 @@ impl<C: Channel> PathRun<'_, C> {
         let reader = tokio::task::spawn_blocking(move || read_batches(job_rx, &tx));
         let mut job_tx = Some(job_tx);
         let mut result = Ok(());
-        let mut previous = Vec::new();
         loop {
             let feed = job_tx.clone();
             let batch = tokio::select! {
@@ -881,12 +893,12 @@ impl<C: Channel> PathRun<'_, C> {
             if result.is_err() || batch.files.is_empty() {
                 continue;
             }
-            let this: Vec<(String, u64)> = batch
+            let this = batch
                 .files
                 .iter()
-                .map(|f| (f.rel.to_string(), f.data.len() as u64))
-                .collect();
-            let awaiting = Awaiting::Batch(std::mem::replace(&mut previous, this));
+                .map(|f| (f.rel.to_string(), f.data.len() as u64));
+            self.unreported.extend(this);
+            let awaiting = Awaiting::Batch { flush: false };
             if let Err(stop) = self.queue(&Request::Files(batch.files), awaiting).await {
                 result = Err(stop);
                 break;
@@ -896,7 +908,7 @@ impl<C: Channel> PathRun<'_, C> {
         drop((batches, job_tx));
         let _ = reader.await;
         result?;
-        self.queue(&Request::FilesFlush, Awaiting::Batch(previous))
+        self.queue(&Request::FilesFlush, Awaiting::Batch { flush: true })
             .await
     }
 

@@ -24,10 +24,13 @@
 //!  pipelined)
 //!  SyncDelete / SyncDir / SyncSymlink / SyncMeta (set in place)
 //!  Files [batch k] ───────────────────►  write + check under temp names;
-//!                    ◄───────────────── outcome of batch k-1, which a
-//!                                        thread put in place meanwhile
-//!                                        (syncfs, renames)
-//!  FilesFlush ────────────────────────►  outcome of the last batch
+//!                                        a thread puts them in place
+//!                                        (syncfs, renames) while the next
+//!                                        batches come
+//!                    ◄───────────────── outcome of the earlier batches in
+//!                                        place by now (a few at most are
+//!                                        left going)
+//!  FilesFlush ────────────────────────►  outcome of all the rest
 //!  FileBegin → Signature, Pieces..., FileCommit
 //!  SyncDone ──────────────────────────►  syncfs (the renames durable),
 //!                                        rescan the directories written
@@ -60,13 +63,25 @@ use crate::config::SyncPath;
 use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
 use anyhow::{anyhow, bail, Context, Result};
 use globset::GlobSet;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A signature with more chunks than this (a file over ~3 GiB) is not sent:
 /// the file is sent whole instead, keeping every frame well under the limit.
+/// [`Request::Files`] batches being put in place at once, at most: each
+/// waits on the disk's flush, and the standby writes the next ones
+/// meanwhile instead of waiting (a first copy of 100,000 files took 13-14 s
+/// against 15-16 s with one at a time).
+const COMMITS_IN_FLIGHT: usize = 3;
+
+/// ...and files being put in place at once, at most: each holds two
+/// descriptors open (the temp file and its directory) until it is in
+/// place, and the usual limit is 1,024 per process. With the batch being
+/// written, at most 384 files, 768 descriptors.
+const FILES_COMMITTING: usize = 256;
+
 const MAX_SIGNATURE_CHUNKS: usize = 100_000;
 
 /// About how many bytes of manifest entries go in one answer page.
@@ -188,8 +203,9 @@ pub struct Session {
     /// The entries selected for the sender, served page by page.
     selected: Option<Selection>,
     incoming: Option<Incoming>,
-    /// The last [`Request::Files`] batch, being put in place.
-    committing: Option<std::thread::JoinHandle<Committed>>,
+    /// [`Request::Files`] batches being put in place, oldest first, each
+    /// with its number of files; their outcomes not yet reported.
+    committing: VecDeque<(usize, std::thread::JoinHandle<Committed>)>,
     /// The marker of a session that writes.
     writing: Writing,
     /// The directories this session wrote in (each written path's
@@ -303,7 +319,7 @@ impl Session {
             node: setup.node.clone(),
             selected: None,
             incoming: None,
-            committing: None,
+            committing: VecDeque::new(),
             written_in: BTreeSet::new(),
             reread: BTreeSet::new(),
             all_learned: true,
@@ -400,13 +416,15 @@ impl Session {
 
     /// A batch of whole files: each written and checked under its temp
     /// name now; all put in place together by a thread of their own while
-    /// the next batch arrives (the disk flush overlaps the transfer). The
-    /// answer is the previous batch's outcome: per file, why it failed, if
+    /// the next batches arrive (the disk flush overlaps the transfer; see
+    /// [`COMMITS_IN_FLIGHT`]). The answer is the outcome of the earlier
+    /// batches in place by now, oldest first: per file, why it failed, if
     /// it did (see [`Request::Files`]).
     fn files(&mut self, files: Vec<WholeFile>) -> Vec<Option<String>> {
-        let mut results = vec![None; files.len()];
-        let mut staged = Vec::with_capacity(files.len());
-        let mut which = Vec::with_capacity(files.len());
+        let count = files.len();
+        let mut results = vec![None; count];
+        let mut staged = Vec::with_capacity(count);
+        let mut which = Vec::with_capacity(count);
         for (i, f) in files.into_iter().enumerate() {
             let written = self.begin(&f.rel, f.meta, f.keep_old).and_then(|mut file| {
                 file.write(&f.data)?;
@@ -420,8 +438,7 @@ impl Session {
                 Err(e) => results[i] = Some(format!("{}: {e:#}", f.rel)),
             }
         }
-        let previous = self.flush_files();
-        self.committing = Some(std::thread::spawn(move || {
+        let committing = std::thread::spawn(move || {
             let mut learned = Vec::with_capacity(which.len());
             for ((i, rel), placed) in which.into_iter().zip(commit_batch(staged)) {
                 match placed {
@@ -430,8 +447,10 @@ impl Session {
                 }
             }
             (results, learned)
-        }));
-        previous
+        });
+        let reported = self.reap(false, count);
+        self.committing.push_back((count, committing));
+        reported
     }
 
     /// Enter a file this session put in place into the manifest, for the
@@ -487,28 +506,47 @@ impl Session {
         }
     }
 
-    /// Wait for the batch being put in place, if any: its outcome per file
-    /// (empty when there was none).
+    /// Wait for every batch being put in place: their outcomes per file,
+    /// oldest first (empty when there was none).
     fn flush_files(&mut self) -> Vec<Option<String>> {
-        let Some(committing) = self.committing.take() else {
-            return Vec::new();
-        };
-        match committing.join() {
-            Ok((results, learned)) => {
-                if results.iter().any(Option::is_some) {
-                    self.all_learned = false;
-                }
-                for (rel, entry) in learned {
-                    self.enter(rel, entry);
-                }
-                results
+        self.reap(true, 0)
+    }
+
+    /// The outcomes of the batches in place, oldest first, stopping at the
+    /// first still going; waiting for it too when `all`, or while, with
+    /// `incoming` more files about to go, more than [`COMMITS_IN_FLIGHT`]
+    /// batches or [`FILES_COMMITTING`] files would be going.
+    fn reap(&mut self, all: bool, incoming: usize) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        while let Some((_, front)) = self.committing.front() {
+            let files: usize = self.committing.iter().map(|(n, _)| n).sum();
+            let over =
+                self.committing.len() >= COMMITS_IN_FLIGHT || files + incoming > FILES_COMMITTING;
+            if !(all || over || front.is_finished()) {
+                break;
             }
-            // Not expected; the rescan finds what did land.
-            Err(_) => {
-                self.all_learned = false;
-                vec![Some("the thread putting files in place failed".to_string())]
+            let Some((count, committing)) = self.committing.pop_front() else {
+                break;
+            };
+            match committing.join() {
+                Ok((results, learned)) => {
+                    if results.iter().any(Option::is_some) {
+                        self.all_learned = false;
+                    }
+                    for (rel, entry) in learned {
+                        self.enter(rel, entry);
+                    }
+                    out.extend(results);
+                }
+                // Not expected; the rescan finds what did land.
+                Err(_) => {
+                    self.all_learned = false;
+                    let failed = "the thread putting files in place failed".to_string();
+                    out.extend(std::iter::repeat_n(Some(failed), count));
+                }
             }
         }
+        out
     }
 
     /// Rescan after the sender's changes, save the manifest, and report.
