@@ -1060,6 +1060,25 @@ fn batch_outcomes_come_back_late_but_each_once_and_in_order() {
     let mut session = None;
     answer(&mut session, setup, sync_pbx()).unwrap();
 
+    // The directory's metadata first, as the sender sends it, then the
+    // files into it: its mtime must end as sent, however the batches
+    // overlap.
+    let dir_meta = FileMeta {
+        mode: 0o755,
+        mtime_ns: 1_600_000_000_000_000_001,
+        ..meta(0)
+    };
+    let vm = RelPath::new(b"vm").unwrap();
+    let r = answer(
+        &mut session,
+        setup,
+        Request::SyncDir {
+            rel: vm,
+            meta: dir_meta,
+        },
+    );
+    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+
     // 8 batches of 40 files; file 57 (in the second batch) carries a hash
     // that does not match its data.
     const BATCHES: usize = 8;
@@ -1111,6 +1130,12 @@ fn batch_outcomes_come_back_late_but_each_once_and_in_order() {
         Response::Files(r) => assert!(r.is_empty(), "reported twice: {r:?}"),
         other => panic!("{other:?}"),
     }
+    let md = fs::metadata(root.join("vm")).unwrap();
+    assert_eq!(
+        (md.mtime(), md.mtime_nsec()),
+        (1_600_000_000, 1),
+        "the directory's mtime is not the one sent"
+    );
     assert!(matches!(
         answer(&mut session, setup, Request::SyncDone).unwrap(),
         Response::SyncDone { .. }

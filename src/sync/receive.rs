@@ -369,6 +369,32 @@ impl Receiver {
         }))
     }
 
+    /// Open the directory `rel` (empty: the root), never through a
+    /// symlink; `None` if it is not there or not a directory.
+    fn open_dir(&self, rel: &[u8]) -> Option<OwnedFd> {
+        if rel.is_empty() {
+            return self.open_root().ok();
+        }
+        let parent = self.open_parent(rel, false).ok()??;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        openat(&parent.fd, parent.name.as_os_str(), flags, Mode::empty()).ok()
+    }
+
+    /// The mtime of the directory `rel` (empty: the root), if it can be
+    /// read: taken before a session first writes in it, and put back with
+    /// [`set_dir_mtime`](Self::set_dir_mtime) once its writes there are over.
+    pub fn dir_mtime(&self, rel: &[u8]) -> Option<TimeSpec> {
+        dir_mtime(&self.open_dir(rel)?)
+    }
+
+    /// Set the mtime of the directory `rel` (empty: the root). Best effort,
+    /// as for every directory mtime: it is cosmetic.
+    pub fn set_dir_mtime(&self, rel: &[u8], mtime: TimeSpec) {
+        if let Some(fd) = self.open_dir(rel) {
+            restore_mtime(&fd, Some(mtime));
+        }
+    }
+
     fn walk_error(
         &self,
         e: Errno,

@@ -63,7 +63,8 @@ use crate::config::SyncPath;
 use crate::link::protocol::{KeepOld, Request, Response, WholeFile};
 use anyhow::{anyhow, bail, Context, Result};
 use globset::GlobSet;
-use std::collections::{BTreeSet, VecDeque};
+use nix::sys::time::TimeSpec;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -203,6 +204,12 @@ pub struct Session {
     /// The entries selected for the sender, served page by page.
     selected: Option<Selection>,
     incoming: Option<Incoming>,
+    /// The mtime of each directory batches write in, as it was before the
+    /// first (as the sender set it, if it did): put back once every batch
+    /// is in place. Each batch puts back what its own first file saw, but
+    /// with batches in flight together, a later one can see an earlier
+    /// one's temp files.
+    batch_dirs: BTreeMap<RelPath, Option<TimeSpec>>,
     /// [`Request::Files`] batches being put in place, oldest first, each
     /// with its number of files; their outcomes not yet reported.
     committing: VecDeque<(usize, std::thread::JoinHandle<Committed>)>,
@@ -320,6 +327,7 @@ impl Session {
             selected: None,
             incoming: None,
             committing: VecDeque::new(),
+            batch_dirs: BTreeMap::new(),
             written_in: BTreeSet::new(),
             reread: BTreeSet::new(),
             all_learned: true,
@@ -426,6 +434,12 @@ impl Session {
         let mut staged = Vec::with_capacity(count);
         let mut which = Vec::with_capacity(count);
         for (i, f) in files.into_iter().enumerate() {
+            if let Some(dir) = f.rel.parent() {
+                if !self.batch_dirs.contains_key(&dir) {
+                    let mtime = self.rx.dir_mtime(dir.as_bytes());
+                    self.batch_dirs.insert(dir, mtime);
+                }
+            }
             let written = self.begin(&f.rel, f.meta, f.keep_old).and_then(|mut file| {
                 file.write(&f.data)?;
                 file.stage(&f.hash)
@@ -509,7 +523,13 @@ impl Session {
     /// Wait for every batch being put in place: their outcomes per file,
     /// oldest first (empty when there was none).
     fn flush_files(&mut self) -> Vec<Option<String>> {
-        self.reap(true, 0)
+        let reported = self.reap(true, 0);
+        for (dir, mtime) in std::mem::take(&mut self.batch_dirs) {
+            if let Some(mtime) = mtime {
+                self.rx.set_dir_mtime(dir.as_bytes(), mtime);
+            }
+        }
+        reported
     }
 
     /// The outcomes of the batches in place, oldest first, stopping at the
