@@ -835,9 +835,12 @@ impl<C: Channel> PathRun<'_, C> {
                 }
                 Ok(())
             }
-            // Which files it concerns cannot be told: the path stops here
-            // (what is in place stays; the next run sends the rest).
-            (Awaiting::Batch { .. }, Response::Error(e)) => Err(Stop::Path(anyhow!(
+            // Which files it concerns cannot be told, and the answers
+            // still to come would be out of step with `unreported`: the
+            // sync stops here (what is in place stays; the next run sends
+            // the rest). Only a standby that cannot write at all (or a
+            // malformed batch) answers so.
+            (Awaiting::Batch { .. }, Response::Error(e)) => Err(Stop::Link(anyhow!(
                 "the standby refused a batch of files: {e}"
             ))),
             // Out of step with the standby: nothing after this can be trusted.
