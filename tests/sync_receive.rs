@@ -6,6 +6,8 @@
 //! Tests that need root (chown to another user, mounting a tmpfs) say so and
 //! pass without checking when not run as root; CI runs as root.
 
+mod common;
+
 use sip_ha::link::protocol::WholeFile;
 use sip_ha::link::{Request, Response};
 use sip_ha::sync::chunk::{self, Piece, Signature};
@@ -1140,6 +1142,10 @@ fn batch_outcomes_come_back_late_but_each_once_and_in_order() {
         answer(&mut session, setup, Request::SyncDone).unwrap(),
         Response::SyncDone { .. }
     ));
+    // A file failed: the closing rescan read every directory written in,
+    // and the saved manifest is exact all the same.
+    let standby = pbx_standby(dir.path(), &prefix);
+    common::sync_pair::assert_manifest_exact(&standby.state_dir, &standby.paths[0], &root);
 }
 
 /// The sync setup of a standby `serve` whose one configured path, /pbx,

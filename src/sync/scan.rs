@@ -786,7 +786,7 @@ fn read_hash(file: &mut File, size: u64, buf: &mut [u8]) -> std::io::Result<([u8
 }
 
 /// uid/gid to name, asked once per id per scan (or per sync session, on
-/// the standby: see `Session::learn`).
+/// the standby: see `Session::enter`).
 #[derive(Default)]
 pub(super) struct Owners {
     users: HashMap<u32, Option<Arc<str>>>,

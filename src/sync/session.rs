@@ -738,28 +738,33 @@ pub fn answer(
 impl Session {
     /// [`answer`] a request of the open session, other than `SyncDone`.
     fn answer(&mut self, request: Request) -> Result<Response> {
-        let s = self;
         match request {
-            Request::SyncRoot { .. } | Request::SyncDone => unreachable!("handled by the caller"),
+            Request::SyncRoot { .. } | Request::SyncDone => {
+                bail!("a session cannot answer {request:?} itself (a bug: its caller does)")
+            }
             Request::SyncListings { path, dirs } => {
-                s.check_path(&path)?;
-                Ok(Response::SyncListings(s.tree.listings(&s.manifest, &dirs)))
+                self.check_path(&path)?;
+                Ok(Response::SyncListings(
+                    self.tree.listings(&self.manifest, &dirs),
+                ))
             }
             Request::SyncSelect {
                 dirs,
                 subtrees,
                 from,
                 paths,
-            } => Ok(s.select(dirs, subtrees, paths, from)),
+            } => Ok(self.select(dirs, subtrees, paths, from)),
             Request::SyncDelete { rels } => {
                 for rel in &rels {
-                    s.rx.delete(rel.as_bytes())
+                    self.rx
+                        .delete(rel.as_bytes())
                         .with_context(|| format!("cannot delete {rel}"))?;
                 }
                 Ok(Response::Ok)
             }
             Request::SyncDir { rel, meta } => {
-                s.rx.dir(rel.as_bytes(), meta)
+                self.rx
+                    .dir(rel.as_bytes(), meta)
                     .with_context(|| format!("cannot make the directory {rel}"))?;
                 Ok(Response::Ok)
             }
@@ -769,18 +774,20 @@ impl Session {
                 meta,
                 keep_old,
             } => {
-                s.keep(&rel, keep_old)?;
-                s.rx.symlink(rel.as_bytes(), &target, meta)
+                self.keep(&rel, keep_old)?;
+                self.rx
+                    .symlink(rel.as_bytes(), &target, meta)
                     .with_context(|| format!("cannot make the symlink {rel}"))?;
                 Ok(Response::Ok)
             }
             Request::SyncMeta { rel, meta, hash } => {
                 // Same content (the sender compared it with this side's fresh
                 // manifest), other metadata: set it in place.
-                let st =
-                    s.rx.file_meta(rel.as_bytes(), meta)
-                        .with_context(|| format!("cannot update the metadata of {rel}"))?;
-                s.learn(
+                let st = self
+                    .rx
+                    .file_meta(rel.as_bytes(), meta)
+                    .with_context(|| format!("cannot update the metadata of {rel}"))?;
+                self.learn(
                     rel,
                     &Placed {
                         stat: Some(st),
@@ -796,11 +803,11 @@ impl Session {
                 hash,
                 keep_old,
             } => {
-                s.incoming = None;
-                let mut file = s.begin(&rel, meta, keep_old)?;
+                self.incoming = None;
+                let mut file = self.begin(&rel, meta, keep_old)?;
                 file.write(&data)?;
                 let placed = file.commit(&hash)?;
-                s.learn(rel, &placed);
+                self.learn(rel, &placed);
                 Ok(Response::Ok)
             }
             Request::FileBegin {
@@ -810,8 +817,8 @@ impl Session {
                 whole_hash: _,
                 keep_old,
             } => {
-                s.incoming = None;
-                let mut old = s.rx.open_existing(rel.as_bytes())?;
+                self.incoming = None;
+                let mut old = self.rx.open_existing(rel.as_bytes())?;
                 let old_stat = old.as_ref().and_then(old_stat);
                 let mut sig = match old.as_mut() {
                     Some(f) => chunk::signature(&mut *f)
@@ -822,12 +829,12 @@ impl Session {
                     sig = Signature::empty();
                     old = None;
                 }
-                let mut file = s.begin(&rel, meta, keep_old)?;
+                let mut file = self.begin(&rel, meta, keep_old)?;
                 if !sig.chunks.is_empty() {
                     // Rebuilt here from the old copy, mostly: see stream_hash.
                     file.hash_on_a_thread();
                 }
-                s.incoming = Some(Incoming {
+                self.incoming = Some(Incoming {
                     rel,
                     file,
                     old,
@@ -837,7 +844,7 @@ impl Session {
                 Ok(Response::Signature(sig))
             }
             Request::Pieces(pieces) => {
-                let Some(inc) = s.incoming.as_mut() else {
+                let Some(inc) = self.incoming.as_mut() else {
                     bail!("no file transfer in progress (it was refused or abandoned earlier)");
                 };
                 let result = chunk::apply(
@@ -847,13 +854,13 @@ impl Session {
                     &mut inc.file,
                 );
                 if let Err(e) = result {
-                    s.incoming = None;
+                    self.incoming = None;
                     return Err(e);
                 }
                 Ok(Response::Ok)
             }
             Request::FileCommit { hash } => {
-                let inc = s
+                let inc = self
                     .incoming
                     .take()
                     .ok_or_else(|| anyhow!("no file transfer in progress to commit"))?;
@@ -872,14 +879,14 @@ impl Session {
                         e
                     }
                 })?;
-                s.learn(rel, &placed);
+                self.learn(rel, &placed);
                 Ok(Response::Ok)
             }
             Request::Files(files) => {
-                s.incoming = None;
-                Ok(Response::Files(s.files(files)))
+                self.incoming = None;
+                Ok(Response::Files(self.files(files)))
             }
-            Request::FilesFlush => Ok(Response::Files(s.flush_files())),
+            Request::FilesFlush => Ok(Response::Files(self.flush_files())),
             other => bail!("not a sync request: {other:?}"),
         }
     }

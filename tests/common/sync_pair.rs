@@ -8,7 +8,7 @@ use super::sshd::TestSshd;
 use super::tree::snapshot;
 use sip_ha::link::PeerLink;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub const SIP_HA: &str = env!("CARGO_BIN_EXE_sip-ha");
@@ -170,10 +170,15 @@ pub fn assert_same(pair: &Pair) {
 /// metadata. Its closing rescan reads only the directories a session wrote
 /// in (`ScanOptions::relist`), so this catches a write it failed to note.
 pub fn assert_standby_manifest_exact(pair: &Pair) {
-    use sip_ha::sync::{scan, session, Manifest};
     let cfg = sip_ha::config::load(&pair.config).unwrap();
-    let sp = &cfg.sync.paths[0];
-    let saved = Manifest::load(&session::manifest_file(&pair.state, "recv", &sp.path));
+    assert_manifest_exact(&pair.state, &cfg.sync.paths[0], &pair.dst_root);
+}
+
+/// [`assert_standby_manifest_exact`] for the configured path `sp`, kept
+/// under `root` by a standby whose state is in `state`.
+pub fn assert_manifest_exact(state: &Path, sp: &sip_ha::config::SyncPath, root: &Path) {
+    use sip_ha::sync::{scan, session, Manifest};
+    let saved = Manifest::load(&session::manifest_file(state, "recv", &sp.path));
     assert_eq!(
         saved.status,
         sip_ha::sync::LoadStatus::Loaded,
@@ -182,7 +187,7 @@ pub fn assert_standby_manifest_exact(pair: &Pair) {
     );
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
     let excludes = session::excludes(sp).unwrap();
-    let (now, _) = scan(&pair.dst_root, &excludes, &Manifest::new(), later).unwrap();
+    let (now, _) = scan(root, &excludes, &Manifest::new(), later).unwrap();
     let (saved, now) = (saved.manifest.entries(), now.entries());
     let differ: Vec<String> = now
         .iter()
