@@ -935,4 +935,23 @@ fn a_relist_scan_reads_only_the_listed_directories() {
     let carried = relist(&marked, &["a"]);
     assert!(carried.unsettled().contains(&rp("e/far.wav")));
     assert_eq!(carried.entries(), rescanned.entries());
+
+    // A directory the previous scan did not have, or had as another one
+    // (a tree renamed into its place), is read whole, listed or not: what
+    // the previous scan holds under that name is not its contents.
+    fs::create_dir_all(root.join("e/new/deeper")).unwrap();
+    fs::write(root.join("e/new/deeper/msg.wav"), b"new").unwrap();
+    fs::create_dir_all(root.join("swap/x")).unwrap();
+    fs::write(root.join("swap/x/in.wav"), b"swapped in").unwrap();
+    fs::rename(root.join("a/d"), root.join("old-d")).unwrap();
+    fs::rename(root.join("swap/x"), root.join("a/d")).unwrap();
+    let read = relist(&rescanned, &["e", "a"]);
+    assert_eq!(
+        read,
+        full(&rescanned),
+        "new and replaced directories read whole"
+    );
+    assert!(read.get(&rp("e/new/deeper/msg.wav")).is_some());
+    assert!(read.get(&rp("a/d/in.wav")).is_some());
+    assert!(read.get(&rp("a/d/other.wav")).is_none());
 }

@@ -137,6 +137,120 @@ fn the_watch_pushes_edits_new_files_and_deletes_but_not_excluded_files() {
     assert!(err.contains("this server is standby"), "{err}");
 }
 
+/// The number of files the push logged as checked in its line naming
+/// `first` (the change that started it), once that line is there.
+fn files_checked_by_push_for(lab: &Lab, first: &Path) -> u64 {
+    let needle = format!("({}): sync:", first.display());
+    let mut line = None;
+    let logged = lab.wait_until(PATIENCE, || {
+        line = lab
+            .master()
+            .loop_log()
+            .lines()
+            .find(|l| l.contains(&needle))
+            .map(str::to_string);
+        line.is_some()
+    });
+    assert!(logged, "no push for {needle}:\n{}", lab.master().loop_log());
+    let line = line.unwrap_or_default();
+    let head = &line[..line.find(" files checked").expect("files checked")];
+    head.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn pushes_for_changes_check_only_what_the_watch_saw_and_miss_nothing() {
+    if !lab::root_or_skip() {
+        return;
+    }
+    // 20 directories of 50 files.
+    let (lab, data, mirror) = sync_lab(|data| {
+        for d in 0..20 {
+            let dir = data.join(format!("d{d:02}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..50 {
+                std::fs::write(dir.join(format!("f{f:02}")), format!("{d} {f}\n")).unwrap();
+            }
+        }
+        std::fs::write(data.join("edited.conf"), "edit 0\n").unwrap();
+    });
+    must_arrive(&lab, &mirror.join("edited.conf"), "edit 0\n", "first push");
+
+    // An edit deep in the tree: its push reads that directory, and the
+    // root's files, not the 1,000 others.
+    let deep = data.join("d07/f13");
+    std::fs::write(&deep, "edited\n").unwrap();
+    must_arrive(&lab, &mirror.join("d07/f13"), "edited\n", "edit not pushed");
+    let checked = files_checked_by_push_for(&lab, &deep);
+    assert!(
+        (1..=60).contains(&checked),
+        "the push after one edit checked {checked} files of 1,001"
+    );
+
+    // A new directory filled at once, and one moved in from outside the
+    // tree with its files: the watch's first sight of either comes before
+    // its own watch is set, and the journal must not lose what is written
+    // meanwhile.
+    let fresh = data.join("voicemail/1000/INBOX");
+    std::fs::create_dir_all(&fresh).unwrap();
+    for m in 0..10 {
+        std::fs::write(fresh.join(format!("msg{m:04}.txt")), format!("m{m}\n")).unwrap();
+    }
+    let outside = lab.dir().join("outside/moved");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::write(outside.join("sub/a.conf"), "moved in\n").unwrap();
+    std::fs::rename(&outside, data.join("moved")).unwrap();
+    std::fs::write(data.join("moved/sub/b.conf"), "written after the move\n").unwrap();
+    must_arrive(
+        &lab,
+        &mirror.join("voicemail/1000/INBOX/msg0009.txt"),
+        "m9\n",
+        "files of a new directory not pushed",
+    );
+    must_arrive(
+        &lab,
+        &mirror.join("moved/sub/a.conf"),
+        "moved in\n",
+        "a directory moved in not pushed",
+    );
+    must_arrive(
+        &lab,
+        &mirror.join("moved/sub/b.conf"),
+        "written after the move\n",
+        "a file written in a directory just moved in not pushed",
+    );
+
+    // Once the new directories' watches surely stand, edits there are
+    // pushed from the journal again: from the second push on (the first
+    // one's record began while they were settling).
+    std::thread::sleep(sip_ha::sync::journal::SETTLE + Duration::from_secs(1));
+    for m in 3..5 {
+        let edited = fresh.join(format!("msg{m:04}.txt"));
+        std::fs::write(&edited, format!("listened to {m}\n")).unwrap();
+        must_arrive(
+            &lab,
+            &mirror.join(format!("voicemail/1000/INBOX/msg{m:04}.txt")),
+            &format!("listened to {m}\n"),
+            "edit in a new directory not pushed",
+        );
+        // Apart: a push of its own each.
+        files_checked_by_push_for(&lab, &edited);
+    }
+    let later = fresh.join("msg0004.txt");
+    let checked = files_checked_by_push_for(&lab, &later);
+    assert!(
+        (1..=20).contains(&checked),
+        "the push after an edit in a settled new directory checked {checked} files"
+    );
+    // Everything is there, exactly.
+    let out = lab.master().sip_ha_ok(&["sync", "--dry-run"]);
+    assert!(out.contains("sync: 0 files sent"), "{out}");
+    let out = lab.master().sip_ha_ok(&["sync", "--verify", "--dry-run"]);
+    assert!(
+        out.contains("sync: 0 files sent"),
+        "a full check finds more: {out}"
+    );
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }

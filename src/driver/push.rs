@@ -16,6 +16,11 @@
 //! waits and is pushed after it (every push compares whole trees, so one
 //! later push covers any number of changes). An operator's `sip-ha sync`
 //! handed to the loop is the next push, with its options.
+//!
+//! Pushes for changes and the operator's scan only the directories the
+//! watch's journal names ([`journal`](mod@crate::sync::journal)); the push
+//! every `sync.interval` reads everything, which also finds what no watch
+//! sees (a write through mmap, a network file system written elsewhere).
 
 use super::requests::{SyncAsk, SyncReport};
 use super::watch::{self, Due, News, Watch};
@@ -23,9 +28,11 @@ use crate::config::Config;
 use crate::link::PeerLink;
 use crate::log::Logger;
 use crate::state::{now_ms, SyncRecord};
-use crate::sync::send::{push_with, PushOptions, SyncSummary};
+use crate::sync::journal::Journal;
+use crate::sync::send::{push_journaled, push_with, Journaled, PushOptions, SyncSummary};
 use sip_ha_core::{Event, EventKind, Role};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::{JoinError, JoinHandle};
 
@@ -159,6 +166,10 @@ impl Failure {
     }
 }
 
+/// A push's use of the watch's journal: the journal, and whether to trust
+/// it (`false`: the full check, which reads everything).
+type UseJournal = Option<(Arc<Journal>, bool)>;
+
 /// Push every path over `link`; log the summary.
 async fn push(
     link: &mut PeerLink,
@@ -166,10 +177,23 @@ async fn push(
     log: &Logger,
     why: &str,
     opts: PushOptions,
+    journal: &UseJournal,
 ) -> Result<SyncSummary, Failure> {
     let dir = cfg.cluster.state_dir.clone();
     let limit = limit(cfg);
-    match tokio::time::timeout(limit, push_with(link, cfg, &dir, log, opts)).await {
+    let pushing = async {
+        match journal {
+            Some((journal, trust)) => {
+                let journaled = Journaled {
+                    journal,
+                    trust: *trust,
+                };
+                push_journaled(link, cfg, &dir, log, opts, journaled).await
+            }
+            None => push_with(link, cfg, &dir, log, opts).await,
+        }
+    };
+    match tokio::time::timeout(limit, pushing).await {
         Ok(Ok(sum)) => {
             sum.log(log, &format!("sync {why}: {sum}"));
             Ok(sum)
@@ -203,6 +227,7 @@ async fn push_on(
     log: &Logger,
     why: &str,
     opts: PushOptions,
+    journal: UseJournal,
 ) -> (Result<SyncSummary, String>, Option<PeerLink>) {
     let reused = kept.is_some();
     let mut link = match kept {
@@ -212,7 +237,7 @@ async fn push_on(
             Err(e) => return (Err(e), None),
         },
     };
-    let result = match push(&mut link, cfg, log, why, opts).await {
+    let result = match push(&mut link, cfg, log, why, opts, &journal).await {
         Ok(sum) => return (Ok(sum), Some(link)),
         // A kept session may have died while idle: once more, afresh.
         Err(Failure::Link(e)) if reused => {
@@ -221,7 +246,7 @@ async fn push_on(
             ));
             drop(link);
             match connect(cfg, host).await {
-                Ok(mut l) => match push(&mut l, cfg, log, why, opts).await {
+                Ok(mut l) => match push(&mut l, cfg, log, why, opts, &journal).await {
                     Ok(sum) => return (Ok(sum), Some(l)),
                     Err(f) => f.message(),
                 },
@@ -317,10 +342,10 @@ impl Pusher {
             return;
         }
         if due || self.asked.is_some() {
-            self.start(cfg, role, log, "every sync.interval".into());
+            self.start(cfg, role, log, "every sync.interval".into(), due);
         } else if self.deferred.is_some() && !self.backing_off(cfg) {
             let why = self.deferred.take().unwrap_or_default();
-            self.start(cfg, role, log, why);
+            self.start(cfg, role, log, why, false);
         }
     }
 
@@ -356,7 +381,7 @@ impl Pusher {
             }
         };
         if self.task.is_none() && !self.backing_off(cfg) {
-            self.start(cfg, role, log, why);
+            self.start(cfg, role, log, why, false);
         } else {
             // Started by a round once the backoff is over.
             self.deferred.get_or_insert(why);
@@ -416,7 +441,9 @@ impl Pusher {
     }
 
     /// Start a push on the kept session: the operator's, if one waits.
-    fn start(&mut self, cfg: &Config, role: Role, log: &Logger, why: String) {
+    /// `full`: the check every `sync.interval`, which reads every file's
+    /// stat instead of what the journal names.
+    fn start(&mut self, cfg: &Config, role: Role, log: &Logger, why: String, full: bool) {
         self.last_start = Some(Instant::now());
         // Every push compares whole trees: it covers what was deferred.
         self.deferred = None;
@@ -429,8 +456,9 @@ impl Pusher {
         let (cfg, log) = (cfg.clone(), log.clone());
         let host = cfg.node(role.peer()).address;
         let kept = self.link.take();
+        let journal = self.watch.as_ref().map(|w| (w.journal(), !full));
         self.task = Some(tokio::spawn(async move {
-            let (result, link) = push_on(kept, host, &cfg, &log, &why, opts).await;
+            let (result, link) = push_on(kept, host, &cfg, &log, &why, opts, journal).await;
             let mut pushed = Pushed::of(&result);
             if !opts.dry_run {
                 // The local mirrors, also when the peer is down.
@@ -466,6 +494,11 @@ impl Pusher {
     pub fn stop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            // Its scan may go on, unwatched, and fail to save: the next
+            // push reads everything.
+            if let Some(w) = &self.watch {
+                w.journal().lapse();
+            }
             // Its session is in an unknown state: it goes with the task.
             self.orphans.extend(self.running_ask.take());
         }
@@ -500,7 +533,9 @@ impl Pusher {
     ) -> Result<Pushed, String> {
         self.stop();
         self.last_start = Some(Instant::now());
-        match push(link, cfg, log, why, PushOptions::default()).await {
+        // Reads everything: the journal is the watch's and stays valid
+        // (a full scan saves a manifest fresher than its record).
+        match push(link, cfg, log, why, PushOptions::default(), &None).await {
             Ok(sum) => Ok(Pushed::of(&Ok(sum))),
             Err(f) => {
                 let msg = f.message();

@@ -15,11 +15,16 @@
 //! watches (`fs.inotify.max_user_watches`) is different: the watch would
 //! silently miss whole directories, so it is given up, with one warning,
 //! and pushes come every `sync.interval` only.
+//!
+//! Each change is also noted in the watch's [`Journal`], so that the push
+//! it starts scans only the directories that changed (see
+//! [`journal`](mod@crate::sync::journal)).
 
 use crate::config::SyncPath;
+use crate::sync::journal::Journal;
 use anyhow::{anyhow, Result};
 use globset::GlobSet;
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -220,6 +225,7 @@ impl Roots {
 /// What the event thread and the loop share.
 struct Shared {
     debounce: Mutex<Debounce>,
+    journal: Arc<Journal>,
     /// The watches ran out.
     limit: std::sync::atomic::AtomicBool,
     wake: tokio::sync::Notify,
@@ -243,16 +249,25 @@ impl Watch {
     /// Watch every path in `paths`, recursively.
     pub fn start(paths: &[SyncPath]) -> Result<Watch, StartError> {
         let roots = Roots::new(paths).map_err(StartError::Other)?;
+        let journal = Journal::new(paths.iter().map(|p| p.path.as_path()));
         let shared = Arc::new(Shared {
             debounce: Mutex::new(Debounce::default()),
+            journal: Arc::new(journal),
             limit: Default::default(),
             wake: tokio::sync::Notify::new(),
         });
         let theirs = shared.clone();
         let handler = move |event: notify::Result<Event>| {
             let now = Instant::now();
+            let signal = roots.classify(&event);
+            // Into the journal first: the push this starts must see it.
+            match (&signal, &event) {
+                (Signal::Ignore, _) => {}
+                (Signal::Change(_), Ok(event)) => note(&theirs.journal, event, now.into_std()),
+                _ => theirs.journal.lapse(),
+            }
             let mut d = lock(&theirs.debounce);
-            match roots.classify(&event) {
+            match signal {
                 Signal::Ignore => return,
                 Signal::Change(p) => d.change(now, &p),
                 Signal::RootGone => d.root_gone(now),
@@ -278,6 +293,11 @@ impl Watch {
         })
     }
 
+    /// What this watch saw change, for the pushes' scans.
+    pub fn journal(&self) -> Arc<Journal> {
+        self.shared.journal.clone()
+    }
+
     /// Wait for the next news. Cancel-safe: what was seen stays in the
     /// debounce until taken.
     pub async fn next(&self) -> News {
@@ -301,6 +321,26 @@ impl Watch {
                 }
                 None => self.shared.wake.notified().await,
             }
+        }
+    }
+}
+
+/// Note a change in the journal. A directory that appeared (made, or a
+/// name moved in that is one now) is noted as such: its own watch is added
+/// only after this.
+fn note(journal: &Journal, event: &Event, now: std::time::Instant) {
+    let new_dir = |p: &Path| match event.kind {
+        EventKind::Create(CreateKind::Folder) => true,
+        EventKind::Modify(ModifyKind::Name(_)) => {
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+        }
+        _ => false,
+    };
+    for p in &event.paths {
+        if new_dir(p) {
+            journal.note_new_dir(p, now);
+        } else {
+            journal.note(p);
         }
     }
 }

@@ -73,6 +73,7 @@
 pub mod channel;
 pub mod chunk;
 pub mod diff;
+pub mod journal;
 pub mod manifest;
 pub mod receive;
 pub mod scan;

@@ -228,11 +228,15 @@ pub struct ScanOptions {
     /// SQLite databases described by a snapshot of them.
     pub sqlite: Option<Snapshots>,
     /// Read again only these directories (and the way down to them); take
-    /// every other directory's subtree from `previous` as it is, unread.
-    /// For the standby's closing rescan, which need only look where its
-    /// session wrote: `previous` was a full scan moments before, and
-    /// anything else changed meanwhile is found by the next full scan
-    /// (its stat no longer matches). Saves a stat of every file.
+    /// every other directory's subtree from `previous` as it is, unread,
+    /// unless `previous` does not have that directory (same inode): a new
+    /// one, or one renamed into place, is read whole. Saves a stat of
+    /// every file. For the standby's closing rescan, which need only look
+    /// where its session wrote (`previous` was a full scan moments before,
+    /// and anything else changed meanwhile is found by the next full scan:
+    /// its stat no longer matches), and for the sender in a resident loop,
+    /// whose watch noted what changed since the last scan
+    /// ([`journal`](mod@super::journal)).
     pub relist: Option<BTreeSet<RelPath>>,
 }
 
@@ -403,8 +407,14 @@ pub fn scan_owned(
                 };
                 s.report.dirs += 1;
                 let e = s.entry(Kind::Dir, &st);
+                // What `previous` holds under it is this directory's only if
+                // it was this directory: one new or put in another's place
+                // (a rename) is read whole, whatever `relist` says.
+                let known = s
+                    .previous(&rel)
+                    .is_some_and(|p| p.kind.is_dir() && p.dev == e.dev && p.ino == e.ino);
                 s.put(rel.clone(), e);
-                if enter.as_ref().is_some_and(|enter| !enter.contains(&rel)) {
+                if known && enter.as_ref().is_some_and(|enter| !enter.contains(&rel)) {
                     s.keep_subtree(&rel);
                     continue;
                 }

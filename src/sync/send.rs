@@ -9,6 +9,8 @@
 //! 2. **Scan** it (off the async thread), reusing the hashes of files whose
 //!    stat did not change since the last run (the manifest kept in
 //!    `state_dir/sync/send-*.manifest`). No file is read on a quiet run.
+//!    In a resident loop ([`push_journaled`]) only the directories its
+//!    watch saw change are listed, and no other file is even stat'ed.
 //! 3. **Compare root hashes**: `SyncRoot` → the standby's root hash, asked
 //!    before our own scan so that both sides scan at once. Equal: this path
 //!    is done, after two small frames (well under 1 KiB).
@@ -43,6 +45,7 @@
 use super::channel::Channel;
 use super::chunk::{self, Piece, Signature};
 use super::diff::{delete_guard, diff_selected, Change, TreeWalk, What};
+use super::journal::{Journal, Relist};
 use super::manifest::{Entry, Kind, LoadStatus, Manifest, RelPath};
 use super::receive::FileMeta;
 use super::session::{excludes, manifest_file};
@@ -113,6 +116,9 @@ pub struct SyncSummary {
     pub bytes_sent: u64,
     /// Frame bytes both ways during the push (after the link's handshake).
     pub bytes_on_wire: u64,
+    /// Files on this side whose stat was read (all of them, unless a
+    /// resident loop's journal said where to look).
+    pub files_checked: u64,
     /// Regular files removed on the standby (into its trash).
     pub files_deleted: u64,
     /// Directories, symlinks and metadata-only updates.
@@ -183,7 +189,8 @@ impl fmt::Display for SyncSummary {
         }
         write!(
             f,
-            "; {} bytes on the wire; {:.3} s",
+            "; {} files checked; {} bytes on the wire; {:.3} s",
+            self.files_checked,
             self.bytes_on_wire,
             self.elapsed.as_secs_f64()
         )
@@ -247,6 +254,42 @@ pub async fn push_showing<C: Channel>(
     opts: PushOptions,
     progress: &dyn Progress,
 ) -> Result<SyncSummary> {
+    push_inner(link, cfg, state_dir, log, opts, progress, None).await
+}
+
+/// How a resident loop's push uses its watch's [`Journal`].
+#[derive(Debug, Clone, Copy)]
+pub struct Journaled<'a> {
+    pub journal: &'a Journal,
+    /// Scan only the directories the journal names. `false` for the full
+    /// check every `sync.interval`, which reads everything (and still
+    /// starts the journal's record afresh).
+    pub trust: bool,
+}
+
+/// [`push_with`] from a resident loop: each path's scan starts the
+/// journal's record afresh, and reads only what it names (see
+/// [`journal`](mod@super::journal)).
+pub async fn push_journaled<C: Channel>(
+    link: &mut C,
+    cfg: &Config,
+    state_dir: &Path,
+    log: &Logger,
+    opts: PushOptions,
+    journaled: Journaled<'_>,
+) -> Result<SyncSummary> {
+    push_inner(link, cfg, state_dir, log, opts, &(), Some(journaled)).await
+}
+
+async fn push_inner<C: Channel>(
+    link: &mut C,
+    cfg: &Config,
+    state_dir: &Path,
+    log: &Logger,
+    opts: PushOptions,
+    progress: &dyn Progress,
+    journaled: Option<Journaled<'_>>,
+) -> Result<SyncSummary> {
     let started = Instant::now();
     let wire_before = link.wire_bytes();
     let mut sum = SyncSummary::default();
@@ -265,6 +308,7 @@ pub async fn push_showing<C: Channel>(
             unreported: VecDeque::new(),
             progress,
             piece_error: None,
+            journaled,
         };
         match run.push().await {
             Ok(()) => {}
@@ -302,6 +346,7 @@ struct PathRun<'a, C: Channel> {
     /// Files sent in [`Request::Files`] batches whose outcome the standby
     /// has not reported yet, oldest first: path and data size.
     unreported: VecDeque<(String, u64)>,
+    journaled: Option<Journaled<'a>>,
 }
 
 /// What the answer to an outstanding request settles.
@@ -536,14 +581,31 @@ impl<C: Channel> PathRun<'_, C> {
         };
         self.link.send(&root_request).await.map_err(Stop::Link)?;
         self.link.flush().await.map_err(Stop::Link)?;
-        // 2: our scan, off the async thread.
+        // 2: our scan, off the async thread; in a resident loop, of what
+        // its watch saw change since the last scan began.
+        let relist = match self.journaled {
+            Some(j) => match j.journal.take(&root, std::time::Instant::now()) {
+                Relist::Dirs(dirs) if j.trust && !self.opts.verify => Some(dirs),
+                _ => None,
+            },
+            None => None,
+        };
         let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
         let dir = self.state_dir.to_path_buf();
-        let scanned = tokio::task::spawn_blocking(move || scan_source(&sp, verify, &file, &dir))
-            .await
-            .map_err(|e| anyhow!("the scan task failed: {e}"));
+        let scanned =
+            tokio::task::spawn_blocking(move || scan_source(&sp, verify, relist, &file, &dir))
+                .await
+                .map_err(|e| anyhow!("the scan task failed: {e}"))
+                .and_then(|r| r);
+        if scanned.is_err() {
+            // The manifest on disk is older than the record just taken.
+            if let Some(j) = self.journaled {
+                j.journal.forget(&root);
+            }
+        }
         let answer = self.link.recv().await.map_err(Stop::Link)?;
-        let (local, warnings) = scanned??;
+        let (local, warnings, checked) = scanned?;
+        self.sum.files_checked += checked;
         for w in warnings {
             self.log.warn(&format!("sync: {w}"));
             self.sum.warnings.push(w);
@@ -1071,12 +1133,16 @@ fn read_batches(
 /// Check, scan and save the manifest of one source path; also the warnings
 /// for the files its options keep back (too large, a database that could
 /// not be snapshotted).
+/// Scan `sp` (`relist`: only these directories changed since the saved
+/// manifest's scan began) and save the result as its send manifest. Also
+/// the warnings to report, and how many files' stat was read.
 fn scan_source(
     sp: &SyncPath,
     verify: bool,
+    relist: Option<BTreeSet<RelPath>>,
     manifest_file: &Path,
     state_dir: &Path,
-) -> Result<(Manifest, Vec<String>)> {
+) -> Result<(Manifest, Vec<String>, u64)> {
     check_source(&sp.path)?;
     let excludes = excludes(sp)?;
     let previous = if verify {
@@ -1084,7 +1150,10 @@ fn scan_source(
     } else {
         Manifest::load(manifest_file).manifest
     };
-    let opts = ScanOptions::sender(sp, state_dir)?;
+    let mut opts = ScanOptions::sender(sp, state_dir)?;
+    // A manifest that did not load is empty: every directory is new to
+    // it and read whole, so `relist` cannot skip anything wrongly.
+    opts.relist = relist;
     let (local, report) = scan_owned(&sp.path, &excludes, previous, SystemTime::now(), &opts)?;
     let warnings = report
         .skipped
@@ -1095,7 +1164,7 @@ fn scan_source(
     if report.changed {
         save(&local, manifest_file)?;
     }
-    Ok((local, warnings))
+    Ok((local, warnings, report.files))
 }
 
 /// Whether two files hold the same bytes (false if either is unreadable).
