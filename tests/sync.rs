@@ -215,6 +215,8 @@ async fn bad_paths_in_requests_are_refused() {
         .request(&Request::SyncRoot {
             path: outside.display().to_string(),
             verify: false,
+            token: 1,
+            trust: None,
         })
         .await
         .unwrap();
@@ -236,6 +238,8 @@ async fn bad_paths_in_requests_are_refused() {
         .request(&Request::SyncRoot {
             path: pair.src.display().to_string(),
             verify: false,
+            token: 1,
+            trust: None,
         })
         .await
         .unwrap();

@@ -1171,5 +1171,109 @@ fn sync_pbx() -> Request {
     Request::SyncRoot {
         path: "/pbx".into(),
         verify: false,
+        token: 1,
+        trust: None,
     }
+}
+
+/// The request that opens a session of /pbx for the push `token`, trusting
+/// the manifest of the push `trust`'s session.
+fn sync_pbx_trusting(token: u64, trust: Option<u64>) -> Request {
+    Request::SyncRoot {
+        path: "/pbx".into(),
+        verify: false,
+        token,
+        trust,
+    }
+}
+
+/// The root hash a session answers with.
+fn root_of(r: Response) -> [u8; 32] {
+    match r {
+        Response::SyncRoot { root, .. } => root,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A trusted session answers from the manifest its last push's session
+/// left, without a scan; before the sender compares anything it reads that
+/// again (so a change made here meanwhile is seen as one, as after a
+/// scan). It is trusted only for the push whose session it was, and not
+/// after a session that wrote and did not finish.
+#[test]
+fn a_trusted_session_answers_from_its_manifest_and_reads_again_what_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("standby");
+    let root = prefix.join("pbx");
+    fs::create_dir_all(root.join("vm")).unwrap();
+    fs::write(root.join("vm/a.txt"), "a\n").unwrap();
+    fs::write(root.join("vm/b.txt"), "b\n").unwrap();
+    let setup = || Ok(pbx_standby(dir.path(), &prefix));
+    let mut session = None;
+    let first = root_of(answer(&mut session, setup, sync_pbx_trusting(1, None)).unwrap());
+
+    // Changed here, by hand, between two pushes.
+    fs::write(root.join("vm/a.txt"), "a, edited on the standby\n").unwrap();
+    fs::write(root.join("vm/new.txt"), "made on the standby\n").unwrap();
+
+    // Push 2 trusts push 1's session: the old root, unscanned.
+    let trusted = root_of(answer(&mut session, setup, sync_pbx_trusting(2, Some(1))).unwrap());
+    assert_eq!(trusted, first, "a trusted session does not scan");
+    // The sender asks about a.txt and new.txt: both are read afresh.
+    let select = Request::SyncSelect {
+        dirs: Vec::new(),
+        subtrees: Vec::new(),
+        from: 0,
+        paths: vec![
+            RelPath::new(b"vm/a.txt").unwrap(),
+            RelPath::new(b"vm/new.txt").unwrap(),
+        ],
+    };
+    let entries = match answer(&mut session, setup, select).unwrap() {
+        Response::SyncEntries { entries, .. } => entries,
+        other => panic!("{other:?}"),
+    };
+    let hash_of = |name: &[u8]| {
+        entries
+            .iter()
+            .find(|(p, _)| p.as_bytes() == name)
+            .map(|(_, e)| match e.kind {
+                sip_ha::sync::Kind::File { hash, .. } => hash,
+                _ => panic!("not a file"),
+            })
+    };
+    assert_eq!(
+        hash_of(b"vm/a.txt"),
+        Some(hash(b"a, edited on the standby\n")),
+        "the edit is seen: {entries:?}"
+    );
+    assert_eq!(hash_of(b"vm/new.txt"), Some(hash(b"made on the standby\n")));
+
+    // Push 3 trusts push 1's session, but the last one was push 2's: scan.
+    let scanned = root_of(answer(&mut session, setup, sync_pbx_trusting(3, Some(1))).unwrap());
+    assert_ne!(scanned, first, "not trusted: the scan sees the changes");
+    // Trusting push 3's session is fine: the same root without a scan...
+    fs::write(root.join("vm/b.txt"), "b, edited unseen\n").unwrap();
+    let again = root_of(answer(&mut session, setup, sync_pbx_trusting(4, Some(3))).unwrap());
+    assert_eq!(again, scanned);
+    // ...but not after a session that wrote and was cut off.
+    let r = answer(
+        &mut session,
+        setup,
+        Request::SyncDelete {
+            rels: vec![RelPath::new(b"vm/new.txt").unwrap()],
+        },
+    );
+    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    drop(session.take());
+    let after_cut = root_of(answer(&mut session, setup, sync_pbx_trusting(5, Some(4))).unwrap());
+    assert_ne!(
+        after_cut, again,
+        "scanned after a session cut off mid-write"
+    );
+    assert_eq!(
+        after_cut,
+        root_of(answer(&mut session, setup, sync_pbx_trusting(6, None)).unwrap()),
+        "as a full scan"
+    );
 }

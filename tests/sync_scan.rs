@@ -877,7 +877,11 @@ fn a_relist_scan_reads_only_the_listed_directories() {
         scan_owned(root, &ex, Manifest::new(), later(), &ScanOptions::default()).unwrap();
     let relist = |prev: &Manifest, dirs: &[&str]| {
         let opts = ScanOptions {
-            relist: Some(dirs.iter().map(|d| rp(d)).collect()),
+            relist: Some(
+                dirs.iter()
+                    .map(|d| RelPath::from_path(Path::new(d)).unwrap())
+                    .collect(),
+            ),
             ..Default::default()
         };
         scan_owned(root, &ex, prev.clone(), later(), &opts)
@@ -945,7 +949,7 @@ fn a_relist_scan_reads_only_the_listed_directories() {
     fs::write(root.join("swap/x/in.wav"), b"swapped in").unwrap();
     fs::rename(root.join("a/d"), root.join("old-d")).unwrap();
     fs::rename(root.join("swap/x"), root.join("a/d")).unwrap();
-    let read = relist(&rescanned, &["e", "a"]);
+    let read = relist(&rescanned, &["", "e", "a"]);
     assert_eq!(
         read,
         full(&rescanned),
@@ -954,4 +958,27 @@ fn a_relist_scan_reads_only_the_listed_directories() {
     assert!(read.get(&rp("e/new/deeper/msg.wav")).is_some());
     assert!(read.get(&rp("a/d/in.wav")).is_some());
     assert!(read.get(&rp("a/d/other.wav")).is_none());
+
+    // Only the listed directories are read whole: in their ancestors, only
+    // the way down. A path to refresh is read alone, gone or changed.
+    fs::write(root.join("a/top.conf"), b"top, edited").unwrap();
+    fs::write(root.join("e/far.wav"), b"far, edited again").unwrap();
+    fs::write(root.join("e/unknown.wav"), b"not asked for").unwrap();
+    fs::remove_file(root.join("e/new/deeper/msg.wav")).unwrap();
+    let opts = ScanOptions {
+        relist: Some([rp("a/b")].into()),
+        refresh: [rp("e/far.wav"), rp("e/new/deeper/msg.wav")].into(),
+        ..Default::default()
+    };
+    let (part, report) = scan_owned(root, &ex, read.clone(), later(), &opts).unwrap();
+    assert_eq!(part.get(&rp("a/top.conf")), read.get(&rp("a/top.conf")));
+    assert_ne!(part.get(&rp("e/far.wav")), read.get(&rp("e/far.wav")));
+    assert_eq!(
+        part.get(&rp("e/far.wav")),
+        full(&read).get(&rp("e/far.wav"))
+    );
+    assert!(part.get(&rp("e/new/deeper/msg.wav")).is_none(), "gone");
+    assert!(part.get(&rp("e/unknown.wav")).is_none(), "not asked for");
+    assert!(part.get(&rp("old-d/other.wav")).is_some(), "kept unread");
+    assert_eq!(report.files, 3, "a/b's two files and e/far.wav");
 }

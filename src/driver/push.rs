@@ -17,10 +17,13 @@
 //! later push covers any number of changes). An operator's `sip-ha sync`
 //! handed to the loop is the next push, with its options.
 //!
-//! Pushes for changes and the operator's scan only the directories the
-//! watch's journal names ([`journal`](mod@crate::sync::journal)); the push
-//! every `sync.interval` reads everything, which also finds what no watch
-//! sees (a write through mmap, a network file system written elsewhere).
+//! A push for changes scans only the directories the watch's journal
+//! names ([`journal`](mod@crate::sync::journal)), and the standby, if its
+//! manifest is from the last push's session, trusts it and reads again
+//! only what the push compares. The push every `sync.interval` and an
+//! operator's `sip-ha sync` read everything on both sides: they also find
+//! what no watch sees (a write through mmap, a network file system written
+//! from elsewhere, an edit by hand on the standby).
 
 use super::requests::{SyncAsk, SyncReport};
 use super::watch::{self, Due, News, Watch};
@@ -342,7 +345,7 @@ impl Pusher {
             return;
         }
         if due || self.asked.is_some() {
-            self.start(cfg, role, log, "every sync.interval".into(), due);
+            self.start(cfg, role, log, "every sync.interval".into(), true);
         } else if self.deferred.is_some() && !self.backing_off(cfg) {
             let why = self.deferred.take().unwrap_or_default();
             self.start(cfg, role, log, why, false);
@@ -441,8 +444,8 @@ impl Pusher {
     }
 
     /// Start a push on the kept session: the operator's, if one waits.
-    /// `full`: the check every `sync.interval`, which reads every file's
-    /// stat instead of what the journal names.
+    /// `full`: the check every `sync.interval` or the operator's, which
+    /// reads every file's stat instead of what the journal names.
     fn start(&mut self, cfg: &Config, role: Role, log: &Logger, why: String, full: bool) {
         self.last_start = Some(Instant::now());
         // Every push compares whole trees: it covers what was deferred.

@@ -58,7 +58,7 @@
 //! [`crate::sync::session`]:
 //!
 //! ```text
-//!   [SyncRoot { path, verify }] -->                   path must be in the
+//!   [SyncRoot { path, verify, token, trust }] -->     path must be in the
 //!                              <-- [SyncRoot { root, files }]  peer's config
 //!   equal roots: done. Otherwise:
 //!   [SyncListings { path, dirs }] -->                 one per tree level

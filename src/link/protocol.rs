@@ -15,13 +15,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The version of the messages below. Bump it on any change to an existing
 /// message (3: a signature without the whole-file hash; 4: a
-/// [`Response::Files`] reports any number of earlier files), and when a new
+/// [`Response::Files`] reports any number of earlier files; 5: a
+/// [`Request::SyncRoot`] carries the push's token and what the receiver
+/// may trust), and when a new
 /// variant is one a sync cannot do without (2: [`Request::Files`]), so
 /// that an old peer is named in the handshake with its fix (`sip-ha -c`)
 /// instead of failing mid-sync. A variant the sender can do without may be
 /// added at the end without a bump (an older peer answers it with
 /// [`Response::Error`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The first bytes `sip-ha serve` writes, before any frame. Frozen: every
 /// version of sip-ha starts this way, so that stray shell output and version
@@ -91,9 +93,19 @@ pub enum Request {
     // request acts on the path it opened.
     /// "Scan your copy of `path` and give me its root hash." `path` is the
     /// configured path, which must be in the receiver's own `[sync]`.
-    /// `verify`: hash every file (no stat shortcut). Answered with
-    /// [`Response::SyncRoot`].
-    SyncRoot { path: String, verify: bool },
+    /// `verify`: hash every file (no stat shortcut). `token`: this push's
+    /// (random), which the receiver keeps beside its manifest. `trust`:
+    /// the token of the sender's last push of this path, when the sender's
+    /// own scan came from its watch: a receiver whose manifest is from
+    /// that push's session and was not left mid-write may answer from it
+    /// without a scan, and read again only what `SyncSelect` asks for.
+    /// Answered with [`Response::SyncRoot`].
+    SyncRoot {
+        path: String,
+        verify: bool,
+        token: u64,
+        trust: Option<u64>,
+    },
     /// The [`Child`] listings of these directories of the open path (one
     /// level of the tree walk). Answered with [`Response::SyncListings`].
     SyncListings { path: String, dirs: Vec<RelPath> },
@@ -543,8 +555,10 @@ mod tests {
         let root = Request::SyncRoot {
             path: "/e".into(),
             verify: true,
+            token: 7,
+            trust: None,
         };
-        assert_eq!(frame::encode(&root).unwrap(), [6, 2, b'/', b'e', 1]);
+        assert_eq!(frame::encode(&root).unwrap(), [6, 2, b'/', b'e', 1, 7, 0]);
         assert_eq!(
             frame::encode(&Response::SyncRoot {
                 root: [0; 32],

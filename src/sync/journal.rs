@@ -35,6 +35,10 @@
 //! written through mmap, a network file system written from another host)
 //! are found by the full check every `sync.interval`.
 //!
+//! It also keeps, per path, the token of the last push whose session the
+//! standby opened, for the standby to trust its own manifest (see
+//! "Trusted sessions" in [`session`](mod@super::session)).
+//!
 //! Pure bookkeeping, no I/O: the watch feeds it paths, the push reads it.
 
 use super::manifest::RelPath;
@@ -78,6 +82,10 @@ enum Tracking {
 #[derive(Debug)]
 pub struct Journal {
     paths: Mutex<HashMap<PathBuf, Tracking>>,
+    /// Per path, the token of the last push whose session the standby
+    /// opened: it keeps its manifest under that token (see
+    /// `Request::SyncRoot`'s `trust`).
+    sessions: Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl Journal {
@@ -89,7 +97,21 @@ impl Journal {
             .collect();
         Journal {
             paths: Mutex::new(paths),
+            sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The standby opened the session of the push `token` for `root`.
+    pub fn session_opened(&self, root: &Path, token: u64) {
+        let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.insert(root.to_path_buf(), token);
+    }
+
+    /// The token of the last push of `root` whose session the standby
+    /// opened, if any.
+    pub fn last_session(&self, root: &Path) -> Option<u64> {
+        let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(root).copied()
     }
 
     /// Something at `path` (absolute) changed: its directory's listing and

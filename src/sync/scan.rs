@@ -238,6 +238,11 @@ pub struct ScanOptions {
     /// whose watch noted what changed since the last scan
     /// ([`journal`](mod@super::journal)).
     pub relist: Option<BTreeSet<RelPath>>,
+    /// With `relist`: also read these single paths again (their own stat,
+    /// and their content if that changed, or that they are gone), and
+    /// nothing else in their directories. For a standby that trusts its
+    /// saved manifest: what the sender is about to compare is read fresh.
+    pub refresh: BTreeSet<RelPath>,
 }
 
 impl ScanOptions {
@@ -248,6 +253,7 @@ impl ScanOptions {
             max_file_size: sp.max_file_size,
             sqlite: Snapshots::of(sp, state_dir)?,
             relist: None,
+            refresh: BTreeSet::new(),
         })
     }
 }
@@ -325,19 +331,16 @@ pub fn scan_owned(
         .and_then(|mut d| Ok((names_in(&mut d)?, d)))
         .map_err(std::io::Error::from)
         .with_context(|| format!("cannot list the sync root {}", root.display()))?;
-    let mut stack = vec![Level {
-        names: root_dir.0.into_iter(),
-        dir: root_dir.1,
-        rel: RelPath::root(),
-    }];
     // Mount points are found by the device of what is below (it differs
     // from the root's), and reported as skipped.
     // With `relist`: the directories to enter, those listed and all their
-    // ancestors.
+    // ancestors (and those of the paths to refresh). Only the listed ones
+    // are read whole; in the others only what is on the way.
     let enter: Option<BTreeSet<RelPath>> = opts.relist.as_ref().map(|dirs| {
         let mut enter = BTreeSet::new();
-        for d in dirs {
-            let mut at = Some(d.clone());
+        let parents = opts.refresh.iter().filter_map(RelPath::parent);
+        for d in dirs.iter().cloned().chain(parents) {
+            let mut at = Some(d);
             while let Some(dir) = at {
                 at = dir.parent();
                 if !enter.insert(dir) {
@@ -347,6 +350,13 @@ pub fn scan_owned(
         }
         enter
     });
+    let whole = |dir: &RelPath| opts.relist.as_ref().is_none_or(|l| l.contains(dir));
+    let mut stack = vec![Level {
+        names: root_dir.0.into_iter(),
+        dir: root_dir.1,
+        whole: whole(&RelPath::root()),
+        rel: RelPath::root(),
+    }];
     while let Some(level) = stack.last_mut() {
         let Some(name) = level.names.next() else {
             stack.pop();
@@ -368,6 +378,13 @@ pub fn scan_owned(
         };
         if !excludes.is_empty() && excludes.is_match(rel.as_path()) {
             s.report.excluded += 1;
+            continue;
+        }
+        if !level.whole
+            && !opts.refresh.contains(&rel)
+            && !enter.as_ref().is_some_and(|e| e.contains(&rel))
+        {
+            s.keep_unread(&rel);
             continue;
         }
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -422,6 +439,7 @@ pub fn scan_owned(
                     Ok((names, dir)) => stack.push(Level {
                         names: names.into_iter(),
                         dir,
+                        whole: !known || whole(&rel),
                         rel,
                     }),
                     Err(e) => s.skip(rel, SkipReason::Unreadable(e.desc().to_string())),
@@ -463,6 +481,9 @@ pub fn scan_owned(
 struct Level {
     names: std::vec::IntoIter<Vec<u8>>,
     dir: Dir,
+    /// Every name in it is read; else only those on the way to what is
+    /// (the rest is taken from the previous manifest).
+    whole: bool,
     rel: RelPath,
 }
 
@@ -587,6 +608,23 @@ impl Scanner<'_> {
             .take_while(|p| p.is_within(dir))
             .filter(|p| *p != dir);
         self.unsettled.extend(under.cloned());
+    }
+
+    /// Take `rel` (and all below it) from the previous manifest as it
+    /// was, unread; a path it does not know is left out, as is one no
+    /// longer listed. Unsettled stays unsettled.
+    fn keep_unread(&mut self, rel: &RelPath) {
+        if let Some(e) = self.previous(rel).cloned() {
+            let dir = e.kind.is_dir();
+            self.put(rel.clone(), e);
+            if dir {
+                self.keep_subtree(rel);
+            }
+        } else if self.previous_unsettled.contains(rel) {
+            self.unsettled.push(rel.clone());
+            // What was under an unsettled directory stays so.
+            self.keep_subtree(rel);
+        }
     }
 
     fn skip(&mut self, path: RelPath, reason: SkipReason) {

@@ -573,16 +573,9 @@ impl<C: Channel> PathRun<'_, C> {
                 .push(format!("{}: {e:#}", self.sp.path.display()));
             return Err(Stop::Path(e));
         }
-        // 3 (asked first, so that the standby scans its copy while we scan
-        // ours): its root hash.
-        let root_request = Request::SyncRoot {
-            path: path_text.clone(),
-            verify: self.opts.verify,
-        };
-        self.link.send(&root_request).await.map_err(Stop::Link)?;
-        self.link.flush().await.map_err(Stop::Link)?;
-        // 2: our scan, off the async thread; in a resident loop, of what
-        // its watch saw change since the last scan began.
+        // 2 (what our scan will read): in a resident loop, what its watch
+        // saw change since the last scan began. Then the standby may trust
+        // its manifest too, if it is from our last push's session.
         let relist = match self.journaled {
             Some(j) => match j.journal.take(&root, std::time::Instant::now()) {
                 Relist::Dirs(dirs) if j.trust && !self.opts.verify => Some(dirs),
@@ -590,6 +583,21 @@ impl<C: Channel> PathRun<'_, C> {
             },
             None => None,
         };
+        let token = push_token();
+        let trust = match (&relist, self.journaled) {
+            (Some(_), Some(j)) => j.journal.last_session(&root),
+            _ => None,
+        };
+        // 3 (asked first, so that the standby scans its copy while we scan
+        // ours): its root hash.
+        let root_request = Request::SyncRoot {
+            path: path_text.clone(),
+            verify: self.opts.verify,
+            token,
+            trust,
+        };
+        self.link.send(&root_request).await.map_err(Stop::Link)?;
+        self.link.flush().await.map_err(Stop::Link)?;
         let (sp, verify, file) = (self.sp.clone(), self.opts.verify, send_file.clone());
         let dir = self.state_dir.to_path_buf();
         let scanned =
@@ -612,7 +620,12 @@ impl<C: Channel> PathRun<'_, C> {
         }
         let local_tree = tree(&local);
         let (remote_root, remote_files) = match answer {
-            Response::SyncRoot { root, files } => (root, files),
+            Response::SyncRoot { root: r, files } => {
+                if let Some(j) = self.journaled {
+                    j.journal.session_opened(&root, token);
+                }
+                (r, files)
+            }
             Response::Error(e) => return Err(Stop::Path(anyhow!("the standby refused: {e}"))),
             other => return Err(Stop::Path(unexpected(&other))),
         };
@@ -1165,6 +1178,17 @@ fn scan_source(
         save(&local, manifest_file)?;
     }
     Ok((local, warnings, report.files))
+}
+
+/// A push's token for [`Request::SyncRoot`]: random, so that no two pushes
+/// (of any sender) share one.
+fn push_token() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 /// Whether two files hold the same bytes (false if either is unreadable).

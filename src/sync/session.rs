@@ -14,7 +14,8 @@
 //!                                        trash, scan
 //!                                        with the same excludes, stat-only
 //!                                        thanks to the manifest kept in
-//!                                        state_dir; save it
+//!                                        state_dir; save it. Or trust it
+//!                                        (see "Trusted sessions" below)
 //!                    ◄───────────────── SyncRoot { root hash, files }
 //!  equal: done. Else, one round trip per level:
 //!  SyncListings { dirs } ─────────────►  Tree::listings (made from the
@@ -52,6 +53,23 @@
 //! broke), dropping it removes the temp file. If this process itself is
 //! killed, the temp file stays, under a name no reader takes for the real
 //! one, and the next session's [`Receiver::cleanup_temp`] removes it.
+//!
+//! ## Trusted sessions
+//!
+//! A resident loop's push for a change scans only what its watch saw
+//! change ([`journal`](mod@super::journal)); it also lets this side skip
+//! its scan of 100,000 files. Each push has a random token; each session
+//! keeps its push's token beside the manifest (`recv-*.token`), which is
+//! that session's from then on. A `SyncRoot` whose `trust` names the token
+//! kept, with the manifest loaded whole and no `.writing` marker (no
+//! session cut off mid-write since), is answered from the manifest
+//! unscanned. Before the sender compares entries (`SyncSelect`), what it
+//! asks about is read again (`Session::refresh`: the listings of the
+//! differing directories, the subtrees, the single paths), so a file
+//! changed here since is seen as such, and kept as a conflict copy, as
+//! after a scan. What was changed here by hand where the sender changed
+//! nothing is found by the next full check (every `sync.interval`, and
+//! each operator's `sip-ha sync`), as it would be by the next scan.
 
 use super::chunk::{self, Signature};
 use super::diff::TreeDiff;
@@ -194,6 +212,9 @@ fn old_stat(file: &File) -> Option<OldStat> {
 /// The receiver's state for one path, from `SyncRoot` to the end of the
 /// link session (or the next `SyncRoot`).
 pub struct Session {
+    /// The manifest was trusted, not scanned: what `SyncSelect` asks for
+    /// is read again first.
+    trusted: bool,
     configured: PathBuf,
     rx: Receiver,
     excludes: GlobSet,
@@ -284,6 +305,19 @@ impl Session {
     /// Open a session for the configured `path`: refuse one not in
     /// `setup`, prepare the root (sweep temp files, expire the trash), scan.
     pub fn open(setup: &SyncSetup, path: &str, verify: bool) -> Result<Session> {
+        Session::open_with(setup, path, verify, 0, None)
+    }
+
+    /// [`open`](Session::open) for the push `token`, trusting the saved
+    /// manifest if it is from the session of the push `trust` and no
+    /// session was left mid-write since.
+    pub fn open_with(
+        setup: &SyncSetup,
+        path: &str,
+        verify: bool,
+        token: u64,
+        trust: Option<u64>,
+    ) -> Result<Session> {
         let sp = setup.find(path)?;
         let root = setup.local_root(&sp.path);
         let rx = Receiver::new(&root, &Trash::default_dir(&root))?;
@@ -300,23 +334,37 @@ impl Session {
             rx.cleanup_temp()
                 .with_context(|| format!("cleaning up temp files under {}", root.display()))?;
         }
-        let previous = if verify {
-            Manifest::new()
-        } else {
+        let token_file = manifest_file.with_extension("token");
+        let trusted = !verify
+            && loaded.status == LoadStatus::Loaded
+            && !writing.exists()
+            && trust.is_some_and(|t| read_token(&token_file) == Some(t));
+        let manifest = if trusted {
             loaded.manifest
+        } else {
+            let previous = if verify {
+                Manifest::new()
+            } else {
+                loaded.manifest
+            };
+            let (manifest, report) = super::scan::scan_owned(
+                &root,
+                &excludes,
+                previous,
+                SystemTime::now(),
+                &super::ScanOptions::default(),
+            )?;
+            if report.changed {
+                save_manifest(&manifest, &manifest_file)?;
+            }
+            manifest
         };
-        let (manifest, report) = super::scan::scan_owned(
-            &root,
-            &excludes,
-            previous,
-            SystemTime::now(),
-            &super::ScanOptions::default(),
-        )?;
-        if report.changed {
-            save_manifest(&manifest, &manifest_file)?;
-        }
+        // The manifest on disk is this session's from now on (any write
+        // makes `.writing` first, until the closing rescan saves it).
+        keep_token(&token_file, token);
         let tree = tree(&manifest);
         Ok(Session {
+            trusted,
             configured: sp.path.clone(),
             rx,
             excludes,
@@ -353,6 +401,48 @@ impl Session {
         Ok(())
     }
 
+    /// Scan the root again with `opts`, from the session's manifest, which
+    /// is taken, not cloned (one copy of it less during the scan).
+    fn rescan(&mut self, opts: &super::ScanOptions) -> Result<(Manifest, super::ScanReport)> {
+        let previous = std::mem::take(&mut self.manifest);
+        super::scan::scan_owned(
+            self.rx.root(),
+            &self.excludes,
+            previous,
+            SystemTime::now(),
+            opts,
+        )
+    }
+
+    /// In a trusted session, before the first selection: read again, in
+    /// the tree, what the sender is about to compare (these directories'
+    /// listings, these subtrees, these single paths), so that what it
+    /// decides on (a conflict most of all: changed here since the last
+    /// push) is current, as after a scan. Everything else stays trusted.
+    fn refresh(&mut self, dirs: &[RelPath], subtrees: &[RelPath], paths: &[RelPath]) -> Result<()> {
+        self.trusted = false;
+        let mut relist: BTreeSet<RelPath> = dirs.iter().cloned().collect();
+        for sub in subtrees {
+            relist.insert(sub.clone());
+            let below = self.manifest.subtree(sub).filter(|(_, e)| e.kind.is_dir());
+            relist.extend(below.map(|(p, _)| p.clone()));
+        }
+        let opts = super::ScanOptions {
+            relist: Some(relist),
+            refresh: paths.iter().cloned().collect(),
+            ..Default::default()
+        };
+        // On an error the session has no manifest, and the sender stops
+        // this path at the error.
+        let (manifest, report) = self.rescan(&opts)?;
+        if report.changed {
+            save_manifest(&manifest, &self.manifest_file)?;
+            self.tree = tree(&manifest);
+        }
+        self.manifest = manifest;
+        Ok(())
+    }
+
     fn select(
         &mut self,
         dirs: Vec<RelPath>,
@@ -360,6 +450,11 @@ impl Session {
         paths: Vec<RelPath>,
         from: u64,
     ) -> Response {
+        if self.trusted {
+            if let Err(e) = self.refresh(&dirs, &subtrees, &paths) {
+                return Response::Error(format!("{e:#}"));
+            }
+        }
         if from == 0 || self.selected.is_none() {
             let td = TreeDiff {
                 dirs: dirs.into_iter().collect(),
@@ -583,21 +678,13 @@ impl Session {
             // Before anything says this session's files are in place.
             sync_renames(self.rx.root())?;
         }
-        // Taken, not cloned: one copy of the manifest less during the rescan.
-        let previous = std::mem::take(&mut self.manifest);
         let written_in = std::mem::take(&mut self.written_in);
         let reread = std::mem::take(&mut self.reread);
         let opts = super::ScanOptions {
             relist: Some(if self.all_learned { reread } else { written_in }),
             ..Default::default()
         };
-        let (manifest, _) = super::scan::scan_owned(
-            self.rx.root(),
-            &self.excludes,
-            previous,
-            SystemTime::now(),
-            &opts,
-        )?;
+        let (manifest, _) = self.rescan(&opts)?;
         save_manifest(&manifest, &self.manifest_file)?;
         self.writing.clear()?;
         self.tree = tree(&manifest);
@@ -634,6 +721,21 @@ fn placed_entry(placed: &Placed) -> Option<Entry> {
         racy: false,
         placed: true,
     })
+}
+
+/// The push token kept beside a manifest, if it reads as one.
+fn read_token(file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Keep `token` beside the manifest. Not flushed: one lost or torn by a
+/// crash only fails to match, and the next session scans. If it cannot be
+/// written, the old one goes, or the sender's next token will not match it.
+fn keep_token(file: &Path, token: u64) {
+    if std::fs::write(file, format!("{token}\n")).is_err() {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 fn save_manifest(m: &Manifest, file: &Path) -> Result<()> {
@@ -703,11 +805,17 @@ pub fn answer(
     setup: impl FnOnce() -> Result<SyncSetup>,
     request: Request,
 ) -> Result<Response> {
-    if let Request::SyncRoot { path, verify } = request {
+    if let Request::SyncRoot {
+        path,
+        verify,
+        token,
+        trust,
+    } = request
+    {
         // A new root ends the previous session (and any file in progress).
         *session = None;
         let setup = setup()?;
-        let s = Session::open(&setup, &path, verify)?;
+        let s = Session::open_with(&setup, &path, verify, token, trust)?;
         let answer = s.root_answer();
         *session = Some(s);
         return Ok(answer);
