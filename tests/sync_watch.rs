@@ -332,6 +332,34 @@ fn bench_sync_latency() {
         times[0],
         times[times.len() - 1]
     );
+    // The master's own account of each push for an edit: how long it took
+    // (from the scan to the standby's last answer) and how many files'
+    // stat it read.
+    let log = lab.master().loop_log();
+    let number_before = |line: &str, what: &str| -> Option<f64> {
+        let head = &line[..line.find(what)?];
+        head.rsplit(' ').next()?.parse().ok()
+    };
+    let (mut took, mut checked): (Vec<f64>, Vec<f64>) = log
+        .lines()
+        .filter(|l| l.contains("edited.conf): sync: 1 files sent"))
+        .filter_map(|l| {
+            let secs = l.trim_end().strip_suffix(" s")?.rsplit(' ').next()?;
+            Some((secs.parse::<f64>().ok()?, number_before(l, " files checked")?))
+        })
+        .unzip();
+    took.sort_by(|a, b| a.total_cmp(b));
+    checked.sort_by(|a, b| a.total_cmp(b));
+    if !took.is_empty() {
+        eprintln!(
+            "sync latency: pushes={} push time p50={:.3}s p95={:.3}s; files checked p50={} max={}",
+            took.len(),
+            percentile(&took, 0.5),
+            percentile(&took, 0.95),
+            percentile(&checked, 0.5),
+            checked[checked.len() - 1]
+        );
+    }
 }
 
 /// Set for the test run inside a user namespace of its own.
