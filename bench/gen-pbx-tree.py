@@ -5,7 +5,8 @@
                                     100 per directory, plus 300 configs
   gen-pbx-tree.py big ROOT N        N recordings of 100-256 MiB (the last is
                                     exactly 256 MiB)
-  gen-pbx-tree.py touch ROOT PCT    rewrite PCT % of the small files
+  gen-pbx-tree.py touch ROOT PCT [list]   rewrite PCT % of the small files
+                                    (list: print their paths too)
   gen-pbx-tree.py poke FILE         change one byte in the middle of FILE
   gen-pbx-tree.py append FILE       append 1 MiB to FILE
 
@@ -66,6 +67,8 @@ def main():
         for p in chosen:
             write(p, rng.randbytes(rng.randint(1, 64) * KIB))
         print(len(chosen))
+        if sys.argv[4:] == ["list"]:
+            print("\n".join(chosen))
     elif what == "poke":
         size = os.path.getsize(target)
         with open(target, "r+b") as f:

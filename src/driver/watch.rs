@@ -336,9 +336,19 @@ fn note(journal: &Journal, event: &Event, now: std::time::Instant) {
         }
         _ => false,
     };
+    // Written to, or new metadata: the entry alone, its directory's
+    // listing is the same. Anything else (made, removed, renamed, or an
+    // event notify cannot name) may change the listing.
+    let content = matches!(
+        event.kind,
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    );
     for p in &event.paths {
         if new_dir(p) {
             journal.note_new_dir(p, now);
+        } else if content {
+            journal.note_content(p);
         } else {
             journal.note(p);
         }

@@ -1,7 +1,9 @@
-//! The change journal: which directories of each sync path changed since
-//! its last scan began, as the resident loop's watch saw them, so that the
-//! next scan lists only those ([`ScanOptions::relist`]) instead of stat'ing
-//! every file of a 100,000-file tree.
+//! The change journal: what changed under each sync path since its last
+//! scan began, as the resident loop's watch saw it, so that the next scan
+//! lists only the directories whose listing changed
+//! ([`ScanOptions::relist`]) and reads only the files whose content or
+//! metadata did ([`ScanOptions::refresh`]) instead of stat'ing every file
+//! of a 100,000-file tree.
 //!
 //! The rule that keeps this exact: a scan may trust its previous manifest
 //! for a directory only if the journal *tracked* the path without a gap
@@ -50,17 +52,21 @@ use std::time::{Duration, Instant};
 /// How long after a directory appears its watch is surely in place.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
-/// More changed directories than this and a full scan is about as cheap
-/// (and the record's memory stays bounded).
-pub const MAX_DIRS: usize = 4096;
+/// More noted paths than this and a full scan is about as cheap (and the
+/// record's memory stays bounded).
+pub const MAX_NOTED: usize = 16_384;
 
 /// What a scan of one path may skip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Relist {
     /// Read everything: nothing is known.
     Full,
-    /// Only these directories changed since the previous scan began.
-    Dirs(BTreeSet<RelPath>),
+    /// Only these changed since the previous scan began: the listings of
+    /// `dirs`, and the content or metadata of `paths`.
+    Only {
+        dirs: BTreeSet<RelPath>,
+        paths: BTreeSet<RelPath>,
+    },
 }
 
 /// One path's record.
@@ -72,9 +78,19 @@ enum Tracking {
     /// a gap if `at` is past `sure_from`.
     Since {
         dirs: BTreeSet<RelPath>,
+        paths: BTreeSet<RelPath>,
         at: Instant,
         sure_from: Option<Instant>,
     },
+}
+
+/// What a change touched.
+#[derive(Debug, Clone, Copy)]
+enum Noted {
+    /// Its directory's listing (and itself).
+    Listing,
+    /// Only itself.
+    Content,
 }
 
 /// The records of every watched sync path. Shared by the watch's event
@@ -114,21 +130,28 @@ impl Journal {
         s.get(root).copied()
     }
 
-    /// Something at `path` (absolute) changed: its directory's listing and
+    /// Something at `path` (absolute) appeared, went or was renamed (or
+    /// the watch cannot tell what happened): its directory's listing and
     /// its own entry. If it is a directory, what is in it too: it is
     /// listed, which costs little if it is not one.
     pub fn note(&self, path: &Path) {
-        self.note_at(path, None);
+        self.note_at(path, Noted::Listing, None);
+    }
+
+    /// The file at `path` was written to, or its metadata changed: only
+    /// its own entry (its directory's listing is the same).
+    pub fn note_content(&self, path: &Path) {
+        self.note_at(path, Noted::Content, None);
     }
 
     /// A directory appeared at `path` (made, or moved in), at `now`: as
     /// [`note`](Self::note), and no record is trusted until one begins
     /// [`SETTLE`] later.
     pub fn note_new_dir(&self, path: &Path, now: Instant) {
-        self.note_at(path, Some(now + SETTLE));
+        self.note_at(path, Noted::Listing, Some(now + SETTLE));
     }
 
-    fn note_at(&self, path: &Path, sure_from: Option<Instant>) {
+    fn note_at(&self, path: &Path, what: Noted, sure_from: Option<Instant>) {
         let mut paths = self.lock();
         for (root, tracking) in paths.iter_mut() {
             let Ok(rel) = path.strip_prefix(root) else {
@@ -136,6 +159,7 @@ impl Journal {
             };
             let Tracking::Since {
                 dirs,
+                paths,
                 sure_from: sure,
                 ..
             } = tracking
@@ -147,11 +171,18 @@ impl Journal {
             }
             match RelPath::from_path(rel) {
                 Ok(rel) => {
-                    if let Some(parent) = rel.parent() {
-                        dirs.insert(parent);
+                    match what {
+                        Noted::Listing => {
+                            if let Some(parent) = rel.parent() {
+                                dirs.insert(parent);
+                            }
+                            dirs.insert(rel);
+                        }
+                        Noted::Content => {
+                            paths.insert(rel);
+                        }
                     }
-                    dirs.insert(rel);
-                    if dirs.len() > MAX_DIRS {
+                    if dirs.len() + paths.len() > MAX_NOTED {
                         *tracking = Tracking::Unknown;
                     }
                 }
@@ -182,6 +213,7 @@ impl Journal {
             Tracking::Unknown => Relist::Full,
             Tracking::Since {
                 dirs,
+                paths,
                 at,
                 sure_from: sure,
             } => {
@@ -190,12 +222,13 @@ impl Journal {
                 if sure.is_some_and(|s| at < s) {
                     Relist::Full
                 } else {
-                    Relist::Dirs(dirs)
+                    Relist::Only { dirs, paths }
                 }
             }
         };
         *tracking = Tracking::Since {
             dirs: BTreeSet::new(),
+            paths: BTreeSet::new(),
             at: now,
             sure_from,
         };
@@ -232,7 +265,14 @@ mod tests {
     }
 
     fn dirs(list: &[&str]) -> Relist {
-        Relist::Dirs(list.iter().map(|s| rel(s)).collect())
+        only(list, &[])
+    }
+
+    fn only(dirs: &[&str], paths: &[&str]) -> Relist {
+        Relist::Only {
+            dirs: dirs.iter().map(|s| rel(s)).collect(),
+            paths: paths.iter().map(|s| rel(s)).collect(),
+        }
     }
 
     fn journal() -> Journal {
@@ -263,6 +303,14 @@ mod tests {
             "this path's first scan"
         );
         assert_eq!(j.take(etc, t), dirs(&[]), "taken");
+        // A file written to, or chmod'ed: only itself is read again.
+        j.note_content(Path::new("/etc/asterisk/sip.conf"));
+        j.note_content(Path::new("/etc/asterisk/pjsip.d"));
+        assert_eq!(
+            j.take(etc, t),
+            only(&[], &["pjsip.d", "sip.conf"]),
+            "the entries themselves, not the root's listing"
+        );
     }
 
     #[test]
@@ -286,10 +334,10 @@ mod tests {
         assert_eq!(j.take(root, t), dirs(&[]));
         j.forget(root);
         assert_eq!(j.take(root, t), Relist::Full, "after a scan not saved");
-        for i in 0..=MAX_DIRS {
+        for i in 0..=MAX_NOTED {
             j.note(&root.join(format!("d{i}/f")));
         }
-        assert_eq!(j.take(root, t), Relist::Full, "more than MAX_DIRS");
+        assert_eq!(j.take(root, t), Relist::Full, "more than MAX_NOTED");
         j.note(Path::new("/var/spool/asterisk/a/../b"));
         assert_eq!(j.take(root, t), Relist::Full, "a path that cannot be named");
     }

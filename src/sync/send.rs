@@ -578,7 +578,7 @@ impl<C: Channel> PathRun<'_, C> {
         // its manifest too, if it is from our last push's session.
         let relist = match self.journaled {
             Some(j) => match j.journal.take(&root, std::time::Instant::now()) {
-                Relist::Dirs(dirs) if j.trust && !self.opts.verify => Some(dirs),
+                Relist::Only { dirs, paths } if j.trust && !self.opts.verify => Some((dirs, paths)),
                 _ => None,
             },
             None => None,
@@ -1146,13 +1146,14 @@ fn read_batches(
 /// Check, scan and save the manifest of one source path; also the warnings
 /// for the files its options keep back (too large, a database that could
 /// not be snapshotted).
-/// Scan `sp` (`relist`: only these directories changed since the saved
-/// manifest's scan began) and save the result as its send manifest. Also
-/// the warnings to report, and how many files' stat was read.
+/// Scan `sp` (`relist`: only the listings of these directories and these
+/// single paths changed since the saved manifest's scan began) and save
+/// the result as its send manifest. Also the warnings to report, and how
+/// many files' stat was read.
 fn scan_source(
     sp: &SyncPath,
     verify: bool,
-    relist: Option<BTreeSet<RelPath>>,
+    relist: Option<(BTreeSet<RelPath>, BTreeSet<RelPath>)>,
     manifest_file: &Path,
     state_dir: &Path,
 ) -> Result<(Manifest, Vec<String>, u64)> {
@@ -1166,7 +1167,10 @@ fn scan_source(
     let mut opts = ScanOptions::sender(sp, state_dir)?;
     // A manifest that did not load is empty: every directory is new to
     // it and read whole, so `relist` cannot skip anything wrongly.
-    opts.relist = relist;
+    if let Some((dirs, paths)) = relist {
+        opts.relist = Some(dirs);
+        opts.refresh = paths;
+    }
     let (local, report) = scan_owned(&sp.path, &excludes, previous, SystemTime::now(), &opts)?;
     let warnings = report
         .skipped

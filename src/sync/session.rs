@@ -433,12 +433,11 @@ impl Session {
             ..Default::default()
         };
         // On an error the session has no manifest, and the sender stops
-        // this path at the error.
-        let (manifest, report) = self.rescan(&opts)?;
-        if report.changed {
-            save_manifest(&manifest, &self.manifest_file)?;
-            self.tree = tree(&manifest);
-        }
+        // this path at the error. Neither saved nor made a tree: the
+        // walk is over, and the closing rescan saves what it ends with (a
+        // session that writes nothing leaves the trusted one, which the
+        // next trusted session reads again where asked).
+        let (manifest, _) = self.rescan(&opts)?;
         self.manifest = manifest;
         Ok(())
     }

@@ -190,6 +190,14 @@ impl NodeHandle {
         std::fs::read_to_string(self.state_dir().join("history.log")).unwrap_or_default()
     }
 
+    /// Lets the key `public_key` log in to this node's sshd as root
+    /// without the forced command: for a benchmark's rsync beside sip-ha.
+    pub fn authorize_plain_key(&self, public_key: &str) {
+        let running = self.lock();
+        let sshd = running.sshd.as_ref().expect("this node's sshd is running");
+        sshd.authorize_key(public_key, None);
+    }
+
     /// Runs `program args...` inside its namespace (`ip netns exec`).
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
         let mut command = Command::new("ip");
