@@ -351,19 +351,6 @@ fn bench_sync_latency() {
             ))
         })
         .unzip();
-    for l in log.lines().filter(|l| l.contains("PHASE")).rev().take(8) {
-        eprintln!("sync latency: {l}");
-    }
-    for l in lab
-        .slave()
-        .sshd_log()
-        .lines()
-        .filter(|l| l.contains("PHASE"))
-        .rev()
-        .take(8)
-    {
-        eprintln!("sync latency: slave {l}");
-    }
     took.sort_by(|a, b| a.total_cmp(b));
     checked.sort_by(|a, b| a.total_cmp(b));
     if !took.is_empty() {
@@ -435,7 +422,19 @@ fn bench_sync_loop_against_rsync() {
         rsync_copy.display()
     );
     let source = format!("{}/", data.display());
+    // Nothing left dirty in the page cache before each timed run (sip-ha
+    // flushes what it writes, rsync does not: the next flush would pay for
+    // the other's data), as in bench/sync.sh.
+    let settle = || {
+        for _ in 0..2 {
+            assert!(std::process::Command::new("sync")
+                .status()
+                .unwrap()
+                .success());
+        }
+    };
     let rsync = || {
+        settle();
         let t = Instant::now();
         let out = lab
             .master()
@@ -446,6 +445,7 @@ fn bench_sync_loop_against_rsync() {
     rsync();
 
     for round in 1..=3 {
+        settle();
         let listed = generate(&["touch", data.to_str().unwrap(), "1", "list"]);
         let done = Instant::now();
         let touched: Vec<PathBuf> = listed.lines().skip(1).map(PathBuf::from).collect();
