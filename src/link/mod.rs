@@ -74,7 +74,7 @@
 //!   [FileCommit { hash }] -->
 //!                              <-- [Ok]
 //!   [SyncDone] -->
-//!                              <-- [SyncDone { root, warnings }]
+//!                              <-- [SyncDone { warnings }]
 //! ```
 //!
 //! The client writes nothing until it has read the server's greeting. The

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// message (3: a signature without the whole-file hash; 4: a
 /// [`Response::Files`] reports any number of earlier files; 5: a
 /// [`Request::SyncRoot`] carries the push's token and what the receiver
-/// may trust), and when a new
+/// may trust, and [`Response::SyncDone`] no root hash), and when a new
 /// variant is one a sync cannot do without (2: [`Request::Files`]), so
 /// that an old peer is named in the handshake with its fix (`sip-ha -c`)
 /// instead of failing mid-sync. A variant the sender can do without may be
@@ -260,10 +260,9 @@ pub enum Response {
     },
     /// The answer to [`Request::FileBegin`].
     Signature(Signature),
-    /// The answer to [`Request::SyncDone`]: the receiver's root hash after
-    /// the run, and its warnings (owners it could not set...).
+    /// The answer to [`Request::SyncDone`]: the receiver's warnings
+    /// (owners it could not set...).
     SyncDone {
-        root: [u8; 32],
         warnings: Vec<String>,
     },
     /// The answer to [`Request::Files`] and [`Request::FilesFlush`]: for

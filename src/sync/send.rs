@@ -33,9 +33,10 @@
 //!    whole-file hash, which the standby checks before renaming the file
 //!    into place). We list our copy's chunks while the standby lists its
 //!    own, so the two reads of a big file overlap.
-//! 8. **Done**: the standby rescans the directories written in and
-//!    returns its new root hash; if the path went through without an error,
-//!    our manifest becomes the new base.
+//! 8. **Done**: the standby rescans the directories written in and saves
+//!    its manifest; if the path went through without an error, our
+//!    manifest becomes the new base (a second name for the send manifest
+//!    file, not a copy).
 //!
 //! A path refused (empty source, mass delete, a file the standby could not
 //! write) is reported in [`SyncSummary::errors`] and the other paths go on.
@@ -652,7 +653,7 @@ impl<C: Channel> PathRun<'_, C> {
             // must be written, without loading it (one manifest less in
             // memory: 100,000 entries are tens of MiB).
             if !self.opts.dry_run && !same_bytes(&send_file, &base_file) {
-                save(&local, &base_file)?;
+                keep_as_base(&local, &send_file, &base_file)?;
             }
             return Ok(());
         }
@@ -801,7 +802,7 @@ impl<C: Channel> PathRun<'_, C> {
 
         // 8: done.
         match self.ask(&Request::SyncDone).await? {
-            Response::SyncDone { root: _, warnings } => {
+            Response::SyncDone { warnings } => {
                 for w in warnings {
                     self.log.warn(&format!("standby, {}: {w}", root.display()));
                 }
@@ -809,7 +810,7 @@ impl<C: Channel> PathRun<'_, C> {
             other => return Err(Stop::Path(unexpected(&other))),
         }
         if !self.failed {
-            save(&local, &base_file)?;
+            keep_as_base(&local, &send_file, &base_file)?;
         }
         Ok(())
     }
@@ -1197,10 +1198,13 @@ fn push_token() -> u64 {
 
 /// Whether two files hold the same bytes (false if either is unreadable).
 fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let (Ok(fa), Ok(fb)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
         return false;
     };
     match (fa.metadata(), fb.metadata()) {
+        // One file under two names (see `keep_as_base`).
+        (Ok(ma), Ok(mb)) if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) => return true,
         (Ok(ma), Ok(mb)) if ma.len() == mb.len() => {}
         _ => return false,
     }
@@ -1221,6 +1225,25 @@ fn same_bytes(a: &Path, b: &Path) -> bool {
             return false;
         }
     }
+}
+
+/// Make `local`, which the scan left saved as `send_file`, the base: a
+/// second name for that file (a manifest file is only ever replaced by a
+/// rename, never written in place, so the base keeps its content when the
+/// next scan saves a new send manifest), which saves writing 10 MB again
+/// for 100,000 files. Written out if the link cannot be made.
+fn keep_as_base(local: &Manifest, send_file: &Path, base_file: &Path) -> Result<()> {
+    let dir = base_file.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".base-link.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let linked = std::fs::hard_link(send_file, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, base_file))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all());
+    if linked.is_ok() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&tmp);
+    save(local, base_file)
 }
 
 fn save(m: &Manifest, file: &Path) -> Result<()> {

@@ -38,7 +38,7 @@
 //!                                        in (the files written here are
 //!                                        in the manifest as placed:
 //!                                        trusted, not read back), save
-//!                    ◄───────────────── SyncDone { root hash, warnings }
+//!                    ◄───────────────── SyncDone { warnings }
 //! ```
 //!
 //! Every write goes through [`Receiver`], which refuses `..`, absolute
@@ -686,10 +686,9 @@ impl Session {
         let (manifest, _) = self.rescan(&opts)?;
         save_manifest(&manifest, &self.manifest_file)?;
         self.writing.clear()?;
-        self.tree = tree(&manifest);
+        // The session ends here: no tree is made of it.
         self.manifest = manifest;
         Ok(Response::SyncDone {
-            root: self.tree.root(),
             warnings: self.rx.take_warnings(),
         })
     }
