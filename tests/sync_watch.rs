@@ -210,6 +210,31 @@ fn pushes_for_changes_check_only_what_the_watch_saw_and_miss_nothing() {
     let deep = data.join("d07/f13");
     edit_checking_at_most(&lab, &deep, &mirror.join("d07/f13"), "edited\n", 50);
 
+    // Edited by hand on the standby, then on the master: the push trusts
+    // the standby's manifest (which still has the old version), yet reads
+    // that file again before comparing, so the standby's version is kept
+    // as a conflict copy, not silently replaced.
+    std::fs::write(mirror.join("d03/f05"), "edited on the standby\n").unwrap();
+    let both = data.join("d03/f05");
+    edit_checking_at_most(
+        &lab,
+        &both,
+        &mirror.join("d03/f05"),
+        "edited on the master\n",
+        50,
+    );
+    let kept: Vec<String> = std::fs::read_dir(mirror.join("d03"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("f05.sip-ha-conflict-slave-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "conflict copies: {kept:?}");
+    assert_eq!(
+        read(&mirror.join("d03").join(&kept[0])).as_deref(),
+        Some("edited on the standby\n")
+    );
+
     // A new directory filled at once, and one moved in from outside the
     // tree with its files: the watch's first sight of either comes before
     // its own watch is set, and the journal must not lose what is written

@@ -302,16 +302,12 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Open a session for the configured `path`: refuse one not in
-    /// `setup`, prepare the root (sweep temp files, expire the trash), scan.
-    pub fn open(setup: &SyncSetup, path: &str, verify: bool) -> Result<Session> {
-        Session::open_with(setup, path, verify, 0, None)
-    }
-
-    /// [`open`](Session::open) for the push `token`, trusting the saved
-    /// manifest if it is from the session of the push `trust` and no
-    /// session was left mid-write since.
-    pub fn open_with(
+    /// Open a session for the configured `path` and the push `token`:
+    /// refuse one not in `setup`, prepare the root (sweep temp files,
+    /// expire the trash), and scan, or trust the saved manifest if it is
+    /// from the session of the push `trust` and no session was left
+    /// mid-write since.
+    pub fn open(
         setup: &SyncSetup,
         path: &str,
         verify: bool,
@@ -813,7 +809,7 @@ pub fn answer(
         // A new root ends the previous session (and any file in progress).
         *session = None;
         let setup = setup()?;
-        let s = Session::open_with(&setup, &path, verify, token, trust)?;
+        let s = Session::open(&setup, &path, verify, token, trust)?;
         let answer = s.root_answer();
         *session = Some(s);
         return Ok(answer);
