@@ -130,6 +130,14 @@ impl TestSshd {
             IpAddr::V4(a) => a.to_string(),
             IpAddr::V6(a) => format!("[{a}]"),
         };
+        // `SetEnv SHLVL=1`: sessions start without the user's ~/.bashrc.
+        // sshd runs every command through the user's shell, and bash reads
+        // ~/.bashrc when started by sshd as a top-level shell; with SHLVL
+        // set it is a second level and does not. Root's .bashrc on this
+        // build machine runs pyenv init (~0.1 s a session), which the
+        // benchmarks would count to rsync (one session a run) and hardly to
+        // sip-ha's loop (one session in all). Stray shell output is tested
+        // with a command that prints (tests/link.rs).
         std::fs::write(
             &config,
             format!(
@@ -146,6 +154,7 @@ impl TestSshd {
                  PrintMotd no\n\
                  PrintLastLog no\n\
                  LogLevel INFO\n\
+                 SetEnv SHLVL=1\n\
                  {extra}\n",
                 host_key = host_key.display(),
                 pid = path.join("sshd.pid").display(),
@@ -156,34 +165,13 @@ impl TestSshd {
         .expect("write sshd_config");
         let _ = std::fs::create_dir_all("/run/sshd");
 
-        // Sessions start without this machine's shell set-up. sshd runs
-        // every command through the user's shell, and bash then reads
-        // ~/.bashrc; root's here runs pyenv init, ~0.1 s per session, which
-        // a benchmark would count to rsync (one session a run) and hardly
-        // to sip-ha (one kept session). As root, an empty file is bound
-        // over it in a mount namespace of sshd's own; nothing outside sees
-        // it. (Stray shell output is tested with a command that prints.)
-        let mut argv: Vec<OsString> = options.wrapper.clone();
-        argv.push(SSHD.into());
-        let rc = home_of(&user).map(|h| h.join(".bashrc"));
-        let mut command = match rc.filter(|rc| is_root() && rc.is_file()) {
-            Some(rc) => {
-                let mut c = Command::new("unshare");
-                c.args([
-                    "-m",
-                    "sh",
-                    "-c",
-                    "mount --bind /dev/null \"$0\" && exec \"$@\"",
-                ])
-                .arg(rc)
-                .args(&argv);
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(SSHD);
                 c
             }
-            None => {
-                let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
+            None => Command::new(SSHD),
         };
         command
             .arg("-D")
@@ -475,16 +463,4 @@ fn current_user() -> String {
         .flatten()
         .map(|u| u.name)
         .expect("name of the current user")
-}
-
-/// `user`'s home directory, from the password database.
-fn home_of(user: &str) -> Option<PathBuf> {
-    nix::unistd::User::from_name(user)
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
