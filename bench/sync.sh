@@ -102,8 +102,13 @@ at_exit() {
 trap at_exit EXIT
 cleanup
 remove_trees
-if [ -z "${FRESH_FS:-}" ] && [ -f "$REMOVED" ]; then
-  age=$(($(date +%s) - $(cat "$REMOVED")))
+removed_at=$(cat "$REMOVED" 2>/dev/null || true)
+if [ -n "$removed_at" ] && ! [[ "$removed_at" =~ ^[0-9]+$ ]]; then
+  echo "bench/sync.sh: ignoring $REMOVED: not a time in seconds (\"$removed_at\")" >&2
+  removed_at=""
+fi
+if [ -z "${FRESH_FS:-}" ] && [ -n "$removed_at" ]; then
+  age=$(($(date +%s) - removed_at))
   if [ "$age" -lt 400 ]; then
     echo "bench/sync.sh: the previous run's trees were removed ${age} s ago; waiting $((400 - age)) s so that the first copies do not pay for it (see remove_trees)" >&2
     sleep $((400 - age))
